@@ -1,0 +1,21 @@
+# The same graph as `make serve`, in an image: docker build -t vidgraph . && docker run -p 8000:8000 vidgraph
+FROM python:3.11-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY pyproject.toml Makefile README.md ./
+COPY runtime runtime
+COPY transport transport
+COPY protocol protocol
+COPY components components
+COPY engine engine
+COPY media media
+COPY graphs graphs
+COPY configs configs
+RUN make install PYTHON=python3.11
+# Build the tiny model into the image so the container starts without network.
+RUN .venv/bin/vidgraph make-tiny-model /root/.cache/vidgraph/tiny
+ENV NIXL_LOG_LEVEL=WARN
+EXPOSE 8000
+CMD [".venv/bin/vidgraph", "serve", "graphs.agg", "-f", "configs/agg.yaml"]

@@ -1,0 +1,124 @@
+"""Messages between the stages of the graph, in the order a request meets them.
+
+Each stage boundary has one request type and one response type, so a reader can
+follow a request from the frontend to the encode worker by reading this file
+top to bottom. Tensors never travel in these messages: they carry NIXL
+metadata (a plain dict from `transport`) that the receiver reads from.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+FinishReason = Literal["stop", "length"]
+
+
+class SamplingOptions(BaseModel):
+    """What the engine needs to pick tokens; already resolved from the OpenAI request."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int | None = None
+    stop: list[str] = Field(default_factory=list)
+    stop_token_ids: list[int] = Field(default_factory=list)
+    # None: no logprobs; N >= 0: the chosen token's logprob plus the N most likely.
+    logprobs: int | None = None
+
+
+class MediaRef(BaseModel):
+    """One `video_url`/`image_url` part of the prompt, in prompt order."""
+
+    url: str
+    modality: Literal["video", "image"]
+
+
+# Frontend -> Processor: the validated OpenAI request (protocol.openai) plus its id.
+
+
+class ProcessorRequest(BaseModel):
+    request_id: str
+    request: dict[str, Any]
+
+
+class TokenLogprobs(BaseModel):
+    """Logprob of the chosen token and the top alternatives, by token id."""
+
+    logprob: float
+    top: list[tuple[int, float]] = Field(default_factory=list)
+
+
+class ProcessorOutput(BaseModel):
+    """Processor -> Frontend: the next piece of detokenized text."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprobs] | None = None
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+# Processor -> DecodeWorker
+
+
+class GenerateRequest(BaseModel):
+    request_id: str
+    # One placeholder token per media item; the engine expands it to the embedding length.
+    prompt_token_ids: list[int]
+    media: list[MediaRef] = Field(default_factory=list)
+    media_io_kwargs: dict[str, dict[str, Any]] | None = None
+    sampling: SamplingOptions
+
+
+class TokenOutput(BaseModel):
+    """DecodeWorker -> Processor: newly generated tokens of one request."""
+
+    token_ids: list[int]
+    logprobs: list[TokenLogprobs] | None = None
+    finish_reason: FinishReason | None = None
+    # The expanded prompt length (video tokens included), for `usage`.
+    prompt_tokens: int = 0
+
+
+# DecodeWorker or PrefillWorker -> EncodeWorker
+
+
+class EncodeRequest(BaseModel):
+    request_id: str
+    media: MediaRef
+    media_io_kwargs: dict[str, dict[str, Any]] | None = None
+
+
+class EncodeResponse(BaseModel):
+    """Where to read the embeddings from; the encode worker frees them once read."""
+
+    embeddings: dict[str, Any]
+    num_tokens: int
+    num_frames: int
+    cache_hit: bool
+
+
+# DecodeWorker -> PrefillWorker (disaggregated graph)
+
+
+class PrefillRequest(BaseModel):
+    request_id: str
+    prompt_token_ids: list[int]
+    media: list[MediaRef] = Field(default_factory=list)
+    media_io_kwargs: dict[str, dict[str, Any]] | None = None
+    sampling: SamplingOptions
+
+
+class PrefillResponse(BaseModel):
+    """The first token plus where to read the sequence's KV cache from."""
+
+    first_token: int
+    first_logprobs: TokenLogprobs | None = None
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int
+    kv: dict[str, Any]
+    kv_layout: dict[str, Any]
