@@ -1,0 +1,68 @@
+"""Incremental detokenization: token ids in, text pieces out, as a stream.
+
+Byte-level BPE tokens can end in the middle of a UTF-8 character, so decoding
+token by token would emit U+FFFD and then the wrong text. Like vLLM, we decode
+a short window of recent tokens and release text only once it no longer ends in
+a partial character. Stop strings are matched on the released text; the tail
+that could still be the start of a stop string is held back so a client never
+sees part of a stop string.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+_PARTIAL = "\ufffd"
+
+
+class Tokenizer(Protocol):
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+class Detokenizer:
+    """One per request; feed it the generated token ids in order."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: list[str] | None = None) -> None:
+        self._tokenizer = tokenizer
+        self._stop = [s for s in stop or [] if s]
+        self._hold = max((len(s) - 1 for s in self._stop), default=0)
+        self._ids: list[int] = []
+        self._prefix_offset = 0
+        self._read_offset = 0
+        self._pending = ""
+        self.stopped = False
+
+    def add(self, token_ids: list[int]) -> str:
+        """Returns the text that is now safe to show; empty while a character is incomplete."""
+        if self.stopped:
+            return ""
+        self._ids.extend(token_ids)
+        self._pending += self._decode_new()
+        return self._release(final=False)
+
+    def flush(self) -> str:
+        """Returns whatever was held back for stop-string matching, at the end of the stream."""
+        if self.stopped:
+            return ""
+        return self._release(final=True)
+
+    def _decode_new(self) -> str:
+        prefix = self._tokenizer.decode(
+            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True
+        )
+        full = self._tokenizer.decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
+        if len(full) <= len(prefix) or full.endswith(_PARTIAL):
+            return ""
+        self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        return full[len(prefix) :]
+
+    def _release(self, final: bool) -> str:
+        hits = [at for stop in self._stop if (at := self._pending.find(stop)) != -1]
+        if hits:
+            self.stopped = True
+            text, self._pending = self._pending[: min(hits)], ""
+            return text
+        keep = 0 if final else self._hold
+        cut = max(len(self._pending) - keep, 0)
+        text, self._pending = self._pending[:cut], self._pending[cut:]
+        return text
