@@ -1,1 +1,32 @@
-"""media package."""
+"""Media input for vidgraph: fetch untrusted URLs safely, then decode and sample them.
+
+    options = MediaOptions(**config_section)          # server defaults and limits
+    sampling = options.video_sampling(media_io_kwargs)  # one request's sampling
+    async with MediaFetcher(options) as fetcher:
+        data = await fetcher.fetch(url)               # SSRF-safe; http(s), data:, file://
+    video = await decode_video(data, sampling)        # frames uint8 (N, H, W, 3)
+
+Fetching and decoding are separate steps so a caller can hash the bytes and
+skip decoding on a cache hit. Every refusal raises `MediaError`.
+"""
+
+from media.decoded import DecodedVideo
+from media.errors import MediaError
+from media.fetch import MediaFetcher
+from media.guard import Resolver
+from media.image import decode_image, decode_image_sync
+from media.options import MediaOptions, VideoSampling
+from media.video import decode_video, decode_video_sync
+
+__all__ = [
+    "DecodedVideo",
+    "MediaError",
+    "MediaFetcher",
+    "MediaOptions",
+    "Resolver",
+    "VideoSampling",
+    "decode_image",
+    "decode_image_sync",
+    "decode_video",
+    "decode_video_sync",
+]

@@ -1,0 +1,20 @@
+"""What decoding returns, for videos and images alike."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DecodedVideo:
+    """Sampled frames plus where they came from; an image is a one-frame video.
+
+    `frames` is uint8 RGB shaped (N, H, W, 3), already turned upright when the
+    file carried rotation metadata. `sampled_timestamps` are the timestamps of
+    the frames actually returned, in seconds from the first frame.
+    """
+
+    frames: np.ndarray
+    source_fps: float
+    duration: float
+    sampled_timestamps: list[float]
