@@ -1,0 +1,212 @@
+"""A tiny LLaVA-NeXT-Video checkpoint, built deterministically, for tests and demos.
+
+No model hub is reachable where vidgraph is tested, so we build the smallest
+checkpoint that still exercises every real code path: an ordinary HF directory
+(config, safetensors, tokenizer with a chat template, processor configs) that
+`from_pretrained` loads like any downloaded model. Its text is nonsense; its
+tokens are exact, so engines and graphs can be compared token for token.
+
+Weights are drawn with std 0.2 rather than HF's default 0.02: at 0.02 every
+logit is nearly equal and the model repeats one token whatever the input, which
+would let a broken video path pass the tests unnoticed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaNextImageProcessor,
+    LlavaNextVideoConfig,
+    LlavaNextVideoForConditionalGeneration,
+    LlavaNextVideoProcessor,
+    LlavaNextVideoVideoProcessor,
+    PreTrainedTokenizerFast,
+)
+
+# Bump whenever the built checkpoint changes, so caches of older builds are not reused.
+BUILDER_VERSION = 1
+
+TINY = "tiny"
+_SEED = 0
+_INIT_STD = 0.2
+_IMAGE_SIZE = 64
+_PATCH_SIZE = 8
+_VOCAB_SIZE = 384
+_SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<video>", "<image>"]
+
+# Training text for the tokenizer: fixed, so the merges (and token ids) never change.
+_CORPUS = """\
+USER: What happens in this video? ASSISTANT: A person walks across the room and opens the door.
+USER: Describe the video in detail. ASSISTANT: The camera pans over a green field while a dog runs.
+USER: How many people are there? ASSISTANT: There are two people talking near the window.
+USER: What color is the car? ASSISTANT: The car is red and it drives down the street at night.
+Summarize the scene. The video shows a kitchen, a table, a cup of coffee and a cat on a chair.
+What is the man doing? He is riding a bicycle in the park on a sunny afternoon.
+Is it raining? No, the sky is clear and the sun is shining over the mountains.
+"""
+
+# LLaVA-NeXT-Video's template (USER/ASSISTANT turns, media before text), extended so
+# that a message's content may also be a plain string, as OpenAI clients send it.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] + ' ' }}"
+    "{% else %}"
+    "{% for part in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}"
+    "{% for part in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>\n' }}{% endfor %}"
+    "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ part['text'] + ' ' }}{% endfor %}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def resolve_model(name_or_path: str) -> Path | str:
+    """Turns a config's `model:` value into something `from_pretrained` accepts.
+
+    `"tiny"` is built once into a cache directory shared by every worker process;
+    anything else is passed through as an HF id or local path.
+    """
+    if name_or_path != TINY:
+        return name_or_path
+    cache_root = Path(os.environ.get("VIDGRAPH_CACHE", Path.home() / ".cache" / "vidgraph"))
+    target = cache_root / f"tiny-{BUILDER_VERSION}"
+    if target.exists():
+        return target
+    cache_root.mkdir(parents=True, exist_ok=True)
+    # Several workers may start at once: the first to take the lock builds, the others
+    # wait and then find the finished directory. The build lands under a temporary
+    # name and is renamed into place, so nobody ever sees a half-written checkpoint.
+    with open(cache_root / f"tiny-{BUILDER_VERSION}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.exists():
+            staging = cache_root / f"tiny-{BUILDER_VERSION}.building-{os.getpid()}"
+            shutil.rmtree(staging, ignore_errors=True)
+            build_tiny_model(staging)
+            staging.rename(target)
+    return target
+
+
+def build_tiny_model(path: Path) -> Path:
+    """Writes the tiny checkpoint to `path`; the same bytes every time it runs."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer()
+    _build_processor(tokenizer).save_pretrained(path)
+    model = LlavaNextVideoForConditionalGeneration(_build_config(tokenizer))
+    _init_weights(model)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    return path
+
+
+def _build_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE: any text round-trips, and the vocabulary stays a few hundred tokens."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=_VOCAB_SIZE,
+        special_tokens=_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    # Like Llama: every encoded prompt starts with <s>, so `processor(text=...)` and
+    # `tokenizer(text)` give the ids the model expects.
+    bos_id = backend.token_to_id("<s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens={"video_token": "<video>", "image_token": "<image>"},
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+
+
+def _build_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaNextVideoProcessor:
+    crop = {"height": _IMAGE_SIZE, "width": _IMAGE_SIZE}
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": _IMAGE_SIZE},
+        crop_size=crop,
+        image_grid_pinpoints=[[_IMAGE_SIZE, 2 * _IMAGE_SIZE], [2 * _IMAGE_SIZE, _IMAGE_SIZE]],
+    )
+    video_processor = LlavaNextVideoVideoProcessor(
+        size={"shortest_edge": _IMAGE_SIZE}, crop_size=crop
+    )
+    return LlavaNextVideoProcessor(
+        video_processor=video_processor,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        patch_size=_PATCH_SIZE,
+        vision_feature_select_strategy="default",
+    )
+
+
+def _build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaNextVideoConfig:
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=_IMAGE_SIZE,
+        patch_size=_PATCH_SIZE,
+        projection_dim=64,
+    )
+    patches_per_frame = (_IMAGE_SIZE // _PATCH_SIZE) ** 2
+    return LlavaNextVideoConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=[[_IMAGE_SIZE, 2 * _IMAGE_SIZE], [2 * _IMAGE_SIZE, _IMAGE_SIZE]],
+        image_seq_length=patches_per_frame,
+        video_seq_length=patches_per_frame // 4,
+    )
+
+
+@torch.no_grad()
+def _init_weights(model: torch.nn.Module) -> None:
+    """Redraws every parameter from one seeded generator, in name order, for byte-identical builds.
+
+    Norm scales stay at one (`*norm*` / `*layer_norm*` weights) and biases at zero, as a
+    trained model would roughly have them; everything else is N(0, 0.2).
+    """
+    generator = torch.Generator().manual_seed(_SEED)
+    for name, param in sorted(model.named_parameters()):
+        if "norm" in name and name.endswith("weight"):
+            param.fill_(1.0)
+        elif name.endswith("bias"):
+            param.zero_()
+        else:
+            param.copy_(torch.randn(param.shape, generator=generator) * _INIT_STD)
