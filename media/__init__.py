@@ -1,10 +1,10 @@
 """Media input for vidgraph: fetch untrusted URLs safely, then decode and sample them.
 
-    options = MediaOptions(**config_section)          # server defaults and limits
-    sampling = options.video_sampling(media_io_kwargs)  # one request's sampling
+    options = MediaOptions(**config_section)                       # defaults and limits
+    sampling = options.video_sampling(media_io_kwargs.get("video"))  # this request's
     async with MediaFetcher(options) as fetcher:
-        data = await fetcher.fetch(url)               # SSRF-safe; http(s), data:, file://
-    video = await decode_video(data, sampling)        # frames uint8 (N, H, W, 3)
+        data = await fetcher.fetch(url)          # SSRF-safe: http(s), data:, file://
+    video = await decode_video(data, sampling)   # frames: uint8 (N, H, W, 3) RGB
 
 Fetching and decoding are separate steps so a caller can hash the bytes and
 skip decoding on a cache hit. Every refusal raises `MediaError`.

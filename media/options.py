@@ -172,7 +172,7 @@ class MediaOptions(BaseModel):
                 rule=f"enable-{modality}",
             )
 
-    def video_sampling(self, media_io_kwargs: Mapping[str, Any] | None = None) -> VideoSampling:
+    def video_sampling(self, video_kwargs: Mapping[str, Any] | None = None) -> VideoSampling:
         """The sampling for one request: its `media_io_kwargs["video"]` over our defaults.
 
         Naming `num_frames` or `fps` in the request replaces the server's mode
@@ -180,7 +180,7 @@ class MediaOptions(BaseModel):
         not a conflict); naming both in one request is.
         """
         self.check_enabled("video")
-        request = _parse_video_kwargs(media_io_kwargs or {})
+        request = _parse_video_kwargs(video_kwargs or {})
         _forbid_both_modes(request.num_frames, request.fps)
         if request.num_frames is not None:
             mode: dict[str, Any] = {"num_frames": request.num_frames}
@@ -211,15 +211,9 @@ class MediaOptions(BaseModel):
         return limits
 
 
-def _parse_video_kwargs(media_io_kwargs: Mapping[str, Any]) -> _VideoRequest:
-    unknown = set(media_io_kwargs) - {"video"}
-    if unknown:
-        raise MediaError(
-            f"media_io_kwargs has unsupported keys {sorted(unknown)}; only 'video' is supported",
-            rule="media_io_kwargs",
-        )
+def _parse_video_kwargs(video_kwargs: Mapping[str, Any]) -> _VideoRequest:
     try:
-        return _VideoRequest.model_validate(media_io_kwargs.get("video", {}))
+        return _VideoRequest.model_validate(video_kwargs)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in e['loc']) or 'video'}: {e['msg']}"
