@@ -1,0 +1,124 @@
+"""Calling a component: pick a live instance, stream the reply, clean up on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from protocol.errors import NoInstances, ServiceError
+from runtime.connection import ConnectionPool
+from runtime.discovery import Instance, InstanceWatcher
+from runtime.routers import Router
+
+DEFAULT_DEADLINE_S = 600.0
+STATS_ENDPOINT = "__stats__"
+
+
+class Client:
+    """The instances of one component, as seen by one caller, with its routing policy."""
+
+    def __init__(self, watcher: InstanceWatcher, connections: ConnectionPool, router: Router):
+        self.component = watcher.component
+        self._watcher = watcher
+        self._connections = connections
+        self._router = router
+
+    def instances(self, endpoint: str | None = None) -> list[Instance]:
+        """Live instances (serving `endpoint`, if given) as etcd reports them now."""
+        return self._watcher.instances(endpoint)
+
+    async def wait_for_instances(self, count: int = 1, timeout_s: float = 30.0) -> list[Instance]:
+        """Wait until at least `count` instances are live, e.g. while the graph starts."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.instances()) < count:
+            if time.monotonic() > deadline:
+                raise NoInstances(
+                    f"{self.component}: {len(self.instances())} of {count} instances "
+                    f"registered after {timeout_s:.3g} s"
+                )
+            await asyncio.sleep(0.05)
+        return self.instances()
+
+    async def stream(
+        self,
+        endpoint: str,
+        request: Any,
+        *,
+        deadline_s: float | None = None,
+        instance_id: str | None = None,
+        request_id: str | None = None,
+    ) -> AsyncIterator[Any]:
+        """Send `request` to `endpoint` and yield the replies as they arrive.
+
+        The router picks the instance unless `instance_id` names one. Leaving
+        the loop early (break, `aclose()`, cancellation) cancels the remote
+        handler; `deadline_s` bounds the whole stream (DeadlineExceeded).
+        Replies are plain msgpack values: dicts, not pydantic models.
+        """
+        timeout_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
+        if not self._watcher.ready.is_set():
+            await self._wait_listed(timeout_s)
+        instance = self._pick(endpoint, instance_id)
+        replies = self._connections.get(instance.address).stream(
+            endpoint, request, timeout_s=timeout_s, request_id=request_id or uuid.uuid4().hex
+        )
+        async with contextlib.aclosing(replies):
+            async for reply in replies:
+                yield reply
+
+    async def call(self, endpoint: str, request: Any, **kwargs: Any) -> Any:
+        """Send `request` to an endpoint that answers with exactly one reply, and return it."""
+        replies = [reply async for reply in self.stream(endpoint, request, **kwargs)]
+        if len(replies) != 1:
+            raise ServiceError(
+                f"{self.component}.{endpoint} sent {len(replies)} replies where one was expected"
+            )
+        return replies[0]
+
+    async def collect_stats(self, timeout_s: float = 2.0) -> dict[str, dict[str, float]]:
+        """Every live instance's `stats()` plus `inflight`, by instance id.
+
+        Instances that fail to answer in time are left out: they are dying or
+        stuck, and /health will show them missing soon enough.
+        """
+        instances = self.instances(STATS_ENDPOINT)
+        answers = await asyncio.gather(
+            *(
+                self.call(STATS_ENDPOINT, None, deadline_s=timeout_s, instance_id=i.instance_id)
+                for i in instances
+            ),
+            return_exceptions=True,
+        )
+        return {
+            instance.instance_id: answer
+            for instance, answer in zip(instances, answers, strict=True)
+            if not isinstance(answer, BaseException)
+        }
+
+    async def _wait_listed(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._watcher.ready.wait(), timeout_s)
+        except TimeoutError:
+            raise NoInstances(f"could not list {self.component} instances from etcd") from None
+
+    def _pick(self, endpoint: str, instance_id: str | None) -> Instance:
+        candidates = self.instances(endpoint)
+        if instance_id is not None:
+            chosen = [i for i in candidates if i.instance_id == instance_id]
+            if not chosen:
+                raise NoInstances(
+                    f"{self.component} instance {instance_id} is not live (or lacks {endpoint!r})"
+                )
+            return chosen[0]
+        if not candidates:
+            raise NoInstances(f"no live {self.component} instance serves {endpoint!r}")
+        # Skip instances whose link just dropped: their lease may take up to its
+        # TTL to expire, and until then they are still listed in etcd.
+        reachable = [i for i in candidates if self._connections.reachable(i.address)]
+        return self._router.choose(
+            reachable or candidates, lambda i: self._connections.inflight(i.address)
+        )

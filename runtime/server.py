@@ -1,0 +1,150 @@
+"""The worker side of the request plane: one ROUTER socket, one task per request.
+
+Every request runs its endpoint handler in its own asyncio task, so a caller's
+CANCEL (or its deadline) cancels exactly that handler, and a slow stream never
+holds up the others. The ROUTER refuses to send to a caller it no longer
+knows (ROUTER_MANDATORY), which is how a handler learns that its caller died:
+the next reply fails and the handler is closed instead of computing for no one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from protocol import codec
+from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
+from runtime.wire import Kind, configure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What a handler knows about the request it serves."""
+
+    request_id: str
+    deadline: float = field(repr=False)
+
+    def time_left(self) -> float:
+        """Seconds until the caller gives up; pass it on as `deadline_s` to downstream calls."""
+        return max(0.0, self.deadline - time.monotonic())
+
+
+Handler = Callable[[Any, Context], AsyncIterator[Any]]
+
+
+class EndpointServer:
+    """Serves a worker's endpoints on a ROUTER bound to a free port of `host`."""
+
+    def __init__(
+        self, context: zmq.asyncio.Context, handlers: Mapping[str, Handler], host: str
+    ) -> None:
+        self.host = host
+        self._handlers = dict(handlers)
+        self._socket = context.socket(zmq.ROUTER)
+        configure(self._socket)
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.port = self._socket.bind_to_random_port(f"tcp://{host}")
+        self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
+        self._accepting = True
+        self._receiver = asyncio.create_task(self._receive_forever())
+
+    @property
+    def inflight(self) -> int:
+        """Requests being served right now."""
+        return len(self._tasks)
+
+    async def _receive_forever(self) -> None:
+        while True:
+            peer, payload = await self._socket.recv_multipart()
+            frame = codec.decode(payload)
+            kind, rid = frame[0], frame[1]
+            if kind == Kind.REQUEST:
+                _, _, endpoint, timeout_s, request_id, body = frame
+                context = Context(request_id, time.monotonic() + timeout_s)
+                task = asyncio.create_task(self._serve(peer, rid, endpoint, body, context))
+                self._tasks[(peer, rid)] = task
+            elif kind == Kind.CANCEL and (task := self._tasks.get((peer, rid))):
+                task.cancel()
+
+    async def _serve(
+        self, peer: bytes, rid: int, endpoint: str, body: Any, context: Context
+    ) -> None:
+        try:
+            await self._stream_replies(peer, rid, endpoint, body, context)
+        except asyncio.CancelledError:
+            log.debug("request %s cancelled by its caller", context.request_id)
+        except zmq.ZMQError as error:
+            log.info("caller of %s is gone (%s); stopped its handler", context.request_id, error)
+        except Exception as error:
+            if not isinstance(error, ServiceError):
+                log.exception("endpoint %r failed on request %s", endpoint, context.request_id)
+            await self._send_error(peer, rid, ServiceError.wrap(error))
+        finally:
+            del self._tasks[(peer, rid)]
+
+    async def _stream_replies(
+        self, peer: bytes, rid: int, endpoint: str, body: Any, context: Context
+    ) -> None:
+        if not self._accepting:
+            raise WorkerLost("this instance is shutting down; send the request to another one")
+        handler = self._handlers.get(endpoint)
+        if handler is None:
+            raise ServiceError(
+                f"no endpoint {endpoint!r} here; this worker serves {sorted(self._handlers)}",
+                status=404,
+                type="not_found_error",
+            )
+        try:
+            async with asyncio.timeout_at(_loop_time(context.deadline)) as timeout:
+                async with contextlib.aclosing(handler(body, context)) as replies:
+                    async for reply in replies:
+                        await self._send(peer, [Kind.DATA, rid, reply])
+        except TimeoutError:
+            if not timeout.expired():
+                raise
+            raise DeadlineExceeded(
+                f"endpoint {endpoint!r} did not finish within the request's deadline"
+            ) from None
+        await self._send(peer, [Kind.END, rid])
+
+    async def _send(self, peer: bytes, frame: list[Any]) -> None:
+        await self._socket.send_multipart([peer, codec.encode(frame)])
+
+    async def _send_error(self, peer: bytes, rid: int, error: ServiceError) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            await self._send(peer, [Kind.ERROR, rid, error.to_dict()])
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new requests (WorkerLost) and give in-flight ones `timeout_s` to finish."""
+        self._accepting = False
+        pending = list(self._tasks.values())
+        if pending:
+            log.info("draining %d in-flight requests", len(pending))
+            _, unfinished = await asyncio.wait(pending, timeout=timeout_s)
+            for (peer, rid), task in list(self._tasks.items()):
+                if task in unfinished:
+                    task.cancel()
+                    lost = WorkerLost("this instance shut down before the request finished")
+                    await self._send_error(peer, rid, lost)
+            await asyncio.gather(*unfinished, return_exceptions=True)
+
+    async def close(self) -> None:
+        self._receiver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._receiver
+        self._socket.close()
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """asyncio's clock is time.monotonic on Linux, but convert anyway rather than assume."""
+    return asyncio.get_running_loop().time() + (monotonic_deadline - time.monotonic())

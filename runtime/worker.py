@@ -1,0 +1,137 @@
+"""One worker process: `python -m runtime.worker GRAPH COMPONENT --etcd HOST:PORT ...`.
+
+The supervisor starts one of these per `ServiceArgs.workers`; it also runs on
+its own (e.g. on another host, against a shared etcd). Its life:
+
+1. load the config section and take an etcd lease,
+2. bind the request plane on a free port and run the component's `start()`,
+3. register the endpoints (only now can requests arrive) and run `run()`,
+4. on SIGTERM/SIGINT: revoke the lease so callers stop choosing it, finish
+   in-flight requests, `stop()`, exit 0. A crash, or losing the lease, exits 1
+   so the supervisor restarts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from runtime.client import STATS_ENDPOINT
+from runtime.component import Component
+from runtime.config import ComponentConfig, ConfigError, load_config, parse_overrides
+from runtime.distributed import DistributedRuntime
+from runtime.graph import Graph, load_graph
+from runtime.server import Context
+
+log = logging.getLogger("runtime.worker")
+
+DRAIN_TIMEOUT_S = 30.0
+HOST = "127.0.0.1"
+
+
+async def serve(component: Component, *, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> int:
+    """Serve `component` until told to stop; returns the process exit code."""
+    runtime = component.runtime
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+
+    async def stats(request: None, ctx: Context) -> AsyncIterator[dict[str, float]]:
+        # `server` is bound below, before any request can arrive; -1: not counting this one.
+        yield {**component.stats(), "inflight": server.inflight - 1}
+
+    try:
+        handlers = component.handlers()
+        server = runtime.serve({**handlers, STATS_ENDPOINT: stats}, HOST)
+        await component.start()
+        await runtime.register(component.name, [*handlers, STATS_ENDPOINT], server)
+        log.info("%s serving %s on %s:%d", component.name, list(handlers), HOST, server.port)
+        running = asyncio.create_task(component.run())
+        reason = await _first_reason_to_stop(running, stop, runtime.discovery.lease_lost)
+        log.info("%s stopping: %s", component.name, reason)
+        await runtime.discovery.revoke()
+        await server.drain(drain_timeout_s)
+        await component.stop()
+        await _finish(running, grace_s=5.0)
+        return 0 if reason == "signal" else 1
+    finally:
+        await runtime.close()
+
+
+async def _first_reason_to_stop(
+    running: asyncio.Task[None], stop: asyncio.Event, lease_lost: asyncio.Event
+) -> str:
+    """Wait for a signal, the loss of the lease, or `run()` raising; say which."""
+    watchers = {
+        asyncio.create_task(stop.wait()): "signal",
+        asyncio.create_task(lease_lost.wait()): "lease lost",
+    }
+    pending: set[asyncio.Task[Any]] = {*watchers, running}
+    try:
+        while True:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not running:
+                    return watchers[task]
+                if task.exception() is not None:
+                    log.error("run() failed", exc_info=task.exception())
+                    return "run() failed"
+            # run() returned normally: the endpoints keep serving.
+    finally:
+        for task in watchers:
+            task.cancel()
+
+
+async def _finish(running: asyncio.Task[None], grace_s: float) -> None:
+    """Give `run()` time to return after `stop()`, then cancel it."""
+    await asyncio.wait([running], timeout=grace_s)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await running
+
+
+def build(
+    graph: Graph, component_name: str, config_path: Path | None, overrides: list[str]
+) -> tuple[type[Component], ComponentConfig]:
+    """The component class and its validated config (errors say file, section, key)."""
+    settings = load_config(
+        config_path, {c.name: c.Config for c in graph.components}, parse_overrides(overrides)
+    )
+    return graph[component_name], settings[component_name].config
+
+
+async def _main(args: argparse.Namespace, overrides: list[str]) -> int:
+    graph = load_graph(args.graph)
+    component_class, config = build(graph, args.component, args.config, overrides)
+    runtime = await DistributedRuntime.connect(args.etcd, args.namespace)
+    return await serve(component_class(config, runtime, graph))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m runtime.worker", description=__doc__)
+    parser.add_argument("graph", help="graph module, e.g. graphs.agg")
+    parser.add_argument("component", help="component name, e.g. EncodeWorker")
+    parser.add_argument("-f", "--config", type=Path, help="YAML config file")
+    parser.add_argument("--etcd", required=True, help="etcd HOST:PORT")
+    parser.add_argument("--namespace", default="default")
+    args, overrides = parser.parse_known_args()
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {args.component}[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        sys.exit(asyncio.run(_main(args, overrides)))
+    except ConfigError as error:
+        sys.exit(f"vidgraph worker: {error}")
+
+
+if __name__ == "__main__":
+    main()

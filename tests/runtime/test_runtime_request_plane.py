@@ -1,0 +1,143 @@
+"""The request plane between real processes: streaming, errors, cancellation, deadlines, death."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+import pytest
+import zmq.asyncio
+
+from runtime import (
+    Client,
+    DeadlineExceeded,
+    DistributedRuntime,
+    NoInstances,
+    ServiceError,
+    WorkerLost,
+)
+from runtime.connection import Connection
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def echo(workers, runtime: DistributedRuntime) -> Client:
+    workers.start("Echo")
+    client = runtime.client("Echo")
+    await client.wait_for_instances(1)
+    return client
+
+
+async def wait_for_stat(client: Client, name: str, value: float) -> dict[str, float]:
+    """Poll the only instance's stats until `name` reaches `value` (or fail after 5 s)."""
+    for _ in range(100):
+        (stats,) = (await client.collect_stats()).values()
+        if stats[name] == value:
+            return stats
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} stayed at {stats[name]}, expected {value}: {stats}")
+
+
+async def test_one_request_streams_a_thousand_replies_in_order(echo: Client) -> None:
+    replies = [r async for r in echo.stream("echo", {"text": "hi", "count": 1000})]
+
+    assert [r["index"] for r in replies] == list(range(1000))
+    assert replies[0]["text"] == "echo: hi"
+    assert await echo.call("echo", {"text": "once"}) == {**replies[0], "text": "echo: once"} | {
+        "time_left": pytest.approx(replies[0]["time_left"], abs=600)
+    }
+
+
+async def test_typed_error_reaches_the_caller_with_its_fields(echo: Client) -> None:
+    replies = []
+    with pytest.raises(ServiceError) as caught:
+        async for reply in echo.stream("echo", {"count": 5, "fail_after": 2, "error": "typed"}):
+            replies.append(reply)
+
+    assert len(replies) == 2
+    error = caught.value
+    assert type(error) is ServiceError
+    assert (error.message, error.status, error.param, error.code) == ("bad frame", 422, "video", "bad")
+
+
+async def test_other_exceptions_become_500_with_their_message(echo: Client) -> None:
+    with pytest.raises(ServiceError) as caught:
+        await echo.call("echo", {"count": 1, "fail_after": 0})
+
+    assert caught.value.status == 500
+    assert "ValueError: echo was asked to fail" in caught.value.message
+
+
+async def test_unknown_endpoint_is_refused_by_client_and_server(echo: Client) -> None:
+    with pytest.raises(NoInstances):
+        await echo.call("nope", {})
+
+    # A caller with stale discovery data reaches the worker anyway: it answers 404.
+    (instance,) = echo.instances()
+    connection = Connection(zmq.asyncio.Context.instance(), instance.address)
+    with pytest.raises(ServiceError) as caught:
+        async for _ in connection.stream("nope", {}, timeout_s=5, request_id="stale"):
+            pass
+    await connection.close("test over")
+
+    assert caught.value.status == 404
+    assert "'echo'" in caught.value.message
+
+
+async def test_closing_the_stream_cancels_the_remote_handler(echo: Client) -> None:
+    stream = echo.stream("echo", {"count": 1000, "delay_s": 0.02})
+    assert (await anext(stream))["index"] == 0
+    await stream.aclose()
+
+    stats = await wait_for_stat(echo, "cancelled", 1)
+    assert stats["served"] == 0
+    assert stats["inflight"] == 0
+
+
+async def test_cancelling_the_calling_task_cancels_the_remote_handler(echo: Client) -> None:
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in echo.stream("echo", {"count": 1000, "delay_s": 0.02}):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await started.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    await wait_for_stat(echo, "cancelled", 1)
+
+
+async def test_deadline_fails_the_call_and_stops_the_handler(echo: Client) -> None:
+    began = time.monotonic()
+    replies = []
+    with pytest.raises(DeadlineExceeded) as caught:
+        async for reply in echo.stream("echo", {"count": 100, "delay_s": 0.1}, deadline_s=0.5):
+            replies.append(reply)
+
+    assert time.monotonic() - began < 3
+    assert caught.value.status == 504
+    assert 0 < replies[0]["time_left"] <= 0.5
+    await wait_for_stat(echo, "cancelled", 1)
+
+
+async def test_a_worker_killed_mid_stream_is_an_error_not_a_hang(
+    echo: Client, workers
+) -> None:
+    (process,) = workers.processes
+    replies = []
+    with pytest.raises(WorkerLost):
+        async for reply in echo.stream("echo", {"count": 1000, "delay_s": 0.05}):
+            replies.append(reply)
+            if len(replies) == 3:
+                os.kill(process.pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+
+    assert time.monotonic() - killed_at < 15
+    assert len(replies) < 1000
