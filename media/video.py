@@ -9,7 +9,7 @@ forward from there (or from where decoding already is, when that is closer).
 
 import asyncio
 import io
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -99,6 +99,10 @@ class _FrameIndex:
         position = bisect_right(self.keyframes, pts)
         return self.keyframes[position - 1] if position else self.pts[0]
 
+    def frames_between(self, start: int, end: int) -> int:
+        """How many frames lie strictly between timestamps `start` and `end`."""
+        return bisect_left(self.pts, end) - bisect_right(self.pts, start)
+
     @classmethod
     def scan(
         cls, container: av.container.InputContainer, stream: av.VideoStream, strict: bool
@@ -131,7 +135,12 @@ class _FrameIndex:
 
 
 class _FrameReader:
-    """Hands out frames by timestamp, seeking only when a keyframe lies ahead of it."""
+    """Hands out frames by timestamp, seeking only when that skips frames.
+
+    Seeking lands on the keyframe before the wanted frame. When decoding is
+    already at or past that keyframe, or the keyframe is the very next frame,
+    decoding on is never slower than seeking (which also flushes the decoder).
+    """
 
     def __init__(
         self, container: av.container.InputContainer, stream: av.VideoStream, index: _FrameIndex
@@ -149,7 +158,7 @@ class _FrameReader:
     def frame(self, pts: int) -> av.VideoFrame | None:
         """The frame with timestamp `pts` (ascending calls), or None if it did not decode."""
         keyframe = self.index.keyframe_before(pts)
-        if self._position is None or keyframe > self._position:
+        if self._position is None or self.index.frames_between(self._position, keyframe) > 0:
             self._seek(keyframe)
         frame = self._ahead if self._ahead is not None else self._next()
         while frame is not None and frame.pts < pts:
