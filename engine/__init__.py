@@ -1,1 +1,24 @@
-"""engine package."""
+"""The LLaVA-NeXT-Video engine: encode videos, prefill, decode with continuous batching.
+
+engine = Engine.load(resolve_model("tiny"), device="cpu", dtype="float32")
+embeddings = engine.encode_video(frames)
+engine.add_request("r1", prompt_token_ids, [embeddings], SamplingParams(max_tokens=32))
+while engine.has_unfinished():
+    for output in engine.step(): ...
+"""
+
+from engine.kv_cache import KV_LAYOUT, SequenceKV
+from engine.llm_engine import Engine
+from engine.sampling import SamplingParams
+from engine.sequence import StepOutput
+from engine.tiny_model import build_tiny_model, resolve_model
+
+__all__ = [
+    "KV_LAYOUT",
+    "Engine",
+    "SamplingParams",
+    "SequenceKV",
+    "StepOutput",
+    "build_tiny_model",
+    "resolve_model",
+]
