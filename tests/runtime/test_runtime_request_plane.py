@@ -61,7 +61,12 @@ async def test_typed_error_reaches_the_caller_with_its_fields(echo: Client) -> N
     assert len(replies) == 2
     error = caught.value
     assert type(error) is ServiceError
-    assert (error.message, error.status, error.param, error.code) == ("bad frame", 422, "video", "bad")
+    assert (error.message, error.status, error.param, error.code) == (
+        "bad frame",
+        422,
+        "video",
+        "bad",
+    )
 
 
 async def test_other_exceptions_become_500_with_their_message(echo: Client) -> None:
@@ -127,9 +132,7 @@ async def test_deadline_fails_the_call_and_stops_the_handler(echo: Client) -> No
     await wait_for_stat(echo, "cancelled", 1)
 
 
-async def test_a_worker_killed_mid_stream_is_an_error_not_a_hang(
-    echo: Client, workers
-) -> None:
+async def test_a_worker_killed_mid_stream_is_an_error_not_a_hang(echo: Client, workers) -> None:
     (process,) = workers.processes
     replies = []
     with pytest.raises(WorkerLost):

@@ -1,0 +1,91 @@
+"""Discovery on a real etcd: register, list, watch, revoke, expire after a kill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from runtime import DistributedRuntime
+from runtime.etcd_server import EtcdServer
+from runtime.processes import dies_with_parent, stop_process
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def nothing(request: object, ctx: object):
+    yield request
+
+
+async def wait_until(condition, timeout_s: float) -> float:
+    """Seconds until `condition()` held; fails after `timeout_s`."""
+    began = time.monotonic()
+    while not condition():
+        assert time.monotonic() - began < timeout_s, "condition not met in time"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - began
+
+
+async def test_watch_sees_registrations_and_a_clean_stop_at_once(
+    etcd: EtcdServer, namespace: str, runtime: DistributedRuntime
+) -> None:
+    first = await DistributedRuntime.connect(etcd.address, namespace)
+    server = first.serve({"encode": nothing}, "127.0.0.1")
+    await first.register("EncodeWorker", ["encode"], server)
+    client = runtime.client("EncodeWorker")
+    (listed,) = await client.wait_for_instances(1, timeout_s=5)
+
+    assert listed.instance_id == first.instance_id
+    assert listed.address == f"tcp://127.0.0.1:{server.port}"
+    assert listed.pid == os.getpid()
+    assert listed.endpoints == {"encode"}
+
+    second = await DistributedRuntime.connect(etcd.address, namespace)
+    await second.register("EncodeWorker", ["encode", "warm"], second.serve({}, "127.0.0.1"))
+    await wait_until(lambda: len(client.instances()) == 2, timeout_s=5)
+    assert [i.instance_id for i in client.instances("warm")] == [second.instance_id]
+
+    await first.close()
+    assert await wait_until(lambda: len(client.instances()) == 1, timeout_s=5) < 1.0
+    await second.close()
+    await wait_until(lambda: client.instances() == [], timeout_s=5)
+
+
+REGISTER_AND_SLEEP = """
+import asyncio, sys
+from runtime import DistributedRuntime
+
+async def main():
+    runtime = await DistributedRuntime.connect(sys.argv[1], sys.argv[2], lease_ttl_s=3)
+    await runtime.register("Doomed", ["work"], runtime.serve({}, "127.0.0.1"))
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_process_vanishes_within_its_lease_ttl(
+    etcd: EtcdServer, namespace: str, runtime: DistributedRuntime
+) -> None:
+    process = subprocess.Popen(
+        dies_with_parent([sys.executable, "-c", REGISTER_AND_SLEEP, etcd.address, namespace])
+    )
+    try:
+        client = runtime.client("Doomed")
+        (instance,) = await client.wait_for_instances(1, timeout_s=10)
+        assert instance.pid == process.pid
+        # Longer than a TTL: the keep-alive holds the registration.
+        await asyncio.sleep(4)
+        assert client.instances() == [instance]
+
+        os.kill(process.pid, signal.SIGKILL)
+        vanished_after = await wait_until(lambda: client.instances() == [], timeout_s=10)
+    finally:
+        stop_process(process, grace_s=1)
+
+    assert vanished_after <= 3 + 1.5
