@@ -78,8 +78,10 @@ class EtcdServer:
             "--unsafe-no-fsync",
         ]
         log = open(self._data_dir / "etcd.log", "wb")  # noqa: SIM115 - handed to the child
+        # Its own session: a terminal's Ctrl-C must not stop etcd before the
+        # workers have revoked their leases; we stop it last.
         self._process = subprocess.Popen(
-            dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT
+            dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         try:

@@ -36,7 +36,7 @@ def say(message: str) -> None:
 class WorkerSpec:
     component: str
     index: int
-    command: Sequence[str]
+    command: tuple[str, ...]
 
     @property
     def label(self) -> str:
@@ -62,7 +62,7 @@ class Supervisor:
         base = [sys.executable, "-m", "runtime.worker", graph_module]
         options = ["--etcd", etcd_address, "--namespace", namespace, *worker_args]
         self._specs = [
-            WorkerSpec(name, index, [*base, name, *options])
+            WorkerSpec(name, index, (*base, name, *options))
             for name in graph.names()
             for index in range(settings[name].workers)
         ]
