@@ -57,14 +57,23 @@ class KVCache:
     def num_free_slots(self) -> int:
         return self.num_slots - len(self.request_ids)
 
-    def allocate(self, request_id: str, kv: SequenceKV) -> None:
-        """Gives the request the next free slot, filled with its prompt's KV."""
-        expected = (*self.data.shape[:2], *self.data.shape[3:4], kv.num_tokens, self.data.shape[5])
+    def check_fits(self, kv: SequenceKV) -> None:
+        """Refuses, before it is queued, a KV from another model or too long for this cache."""
+        layers, _, _, heads, max_len, head_dim = self.data.shape
+        expected = (layers, 2, heads, kv.num_tokens, head_dim)
         if tuple(kv.data.shape) != expected:
             raise ValueError(
                 f"KV of shape {tuple(kv.data.shape)} does not fit this model, which needs "
                 f"{expected} in layout {KV_LAYOUT}; was it exported from another checkpoint?"
             )
+        if kv.num_tokens >= max_len:
+            raise ValueError(
+                f"the KV holds {kv.num_tokens} tokens; max-model-len is {max_len}: "
+                "raise it to match the prefill worker's"
+            )
+
+    def allocate(self, request_id: str, kv: SequenceKV) -> None:
+        """Gives the request the next free slot, filled with its prompt's KV."""
         if not self.num_free_slots:
             raise RuntimeError("no free KV slot: the scheduler admitted more than max_num_seqs")
         slot = len(self.request_ids)

@@ -122,6 +122,10 @@ class Engine:
             seq.finish_reason = "abort"
             self._release(seq)
 
+    def abort_all(self) -> None:
+        for request_id in list(self._seqs):
+            self.abort(request_id)
+
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
@@ -152,11 +156,7 @@ class Engine:
 
         The next token out of `step()` is its second one.
         """
-        if kv.num_tokens >= self.max_model_len:
-            raise ValueError(
-                f"the imported KV holds {kv.num_tokens} tokens; max-model-len is "
-                f"{self.max_model_len}: raise it to match the prefill worker's"
-            )
+        self.kv_cache.check_fits(kv)
         seq = Sequence(
             request_id,
             list(prompt_token_ids),
