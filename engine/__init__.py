@@ -7,6 +7,7 @@ while engine.has_unfinished():
     for output in engine.step(): ...
 """
 
+from engine.async_engine import AsyncEngine
 from engine.kv_cache import KV_LAYOUT, SequenceKV
 from engine.llm_engine import Engine
 from engine.sampling import SamplingParams
@@ -15,6 +16,7 @@ from engine.tiny_model import build_tiny_model, resolve_model
 
 __all__ = [
     "KV_LAYOUT",
+    "AsyncEngine",
     "Engine",
     "SamplingParams",
     "SequenceKV",

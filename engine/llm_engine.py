@@ -69,6 +69,9 @@ class Engine:
 
         The KV cache for `max_num_seqs` sequences of `max_model_len` tokens is
         allocated up front; `max_model_len` defaults to the model's context length.
+        That is layers x 2 x kv_heads x head_dim x dtype bytes per token: 2 KiB for
+        the tiny model, 512 KiB for LLaVA-NeXT-Video-7B in bfloat16 (16 x 4096
+        tokens: 32 GiB), so size both to the device.
         """
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
