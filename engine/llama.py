@@ -17,7 +17,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, apply_ro
 
 from engine.kv_cache import KVCache, SequenceKV
 
-# (queries, keys, values) of one layer, each [batch, heads, tokens, head_dim] -> attention output
+# (layer index, queries, keys, values [batch, heads, tokens, head_dim]) -> attention output
 Attend = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 

@@ -72,16 +72,31 @@ class SamplingRequest:
 
 class Sampler:
     def __call__(self, logits: torch.Tensor, rows: list[SamplingRequest]) -> list[SampledToken]:
-        """Samples one token per row of `logits` [batch, vocab]."""
+        """Samples one token per row of `logits` [batch, vocab].
+
+        Logprobs are those of the model's distribution, before temperature or
+        top-k/top-p (as vLLM reports them).
+        """
         logits = logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         token_ids = logits.argmax(dim=-1)
         sampled = [i for i, row in enumerate(rows) if not row.params.greedy]
         if sampled:
             token_ids[sampled] = self._sample(logits[sampled], [rows[i] for i in sampled])
+        chosen = logprobs.gather(1, token_ids[:, None]).squeeze(1)
+        top_counts = [row.params.logprobs or 0 for row in rows]
+        top_values, top_ids = logprobs.topk(max(top_counts), dim=-1)
+        # One device-to-host copy per tensor, not one per row.
         return [
-            self._token(logprobs[i], int(token_ids[i]), row.params.logprobs or 0)
-            for i, row in enumerate(rows)
+            SampledToken(token, logprob, list(zip(ids[:n], values[:n], strict=True)))
+            for token, logprob, ids, values, n in zip(
+                token_ids.tolist(),
+                chosen.tolist(),
+                top_ids.tolist(),
+                top_values.tolist(),
+                top_counts,
+                strict=True,
+            )
         ]
 
     def _sample(self, logits: torch.Tensor, rows: list[SamplingRequest]) -> torch.Tensor:
@@ -110,14 +125,6 @@ class Sampler:
         noise = torch.stack([_exponential_noise(r.seed, r.index, vocab) for r in rows])
         noise = noise.to(device).gather(1, order)
         return order.gather(1, (probs / noise).argmax(dim=-1, keepdim=True)).squeeze(1)
-
-    @staticmethod
-    def _token(logprobs: torch.Tensor, token_id: int, top_n: int) -> SampledToken:
-        top: list[tuple[int, float]] = []
-        if top_n:
-            values, ids = logprobs.topk(top_n)
-            top = list(zip(ids.tolist(), values.tolist(), strict=True))
-        return SampledToken(token_id, float(logprobs[token_id]), top)
 
 
 def _exponential_noise(seed: int, index: int, vocab: int) -> torch.Tensor:
