@@ -34,6 +34,6 @@ def sample_times(duration: Fraction, sampling: VideoSampling) -> list[Fraction]:
     return [i * duration / count for i in range(count)]
 
 
-def frame_shown_at(frame_times: Sequence[Fraction], t: Fraction) -> int:
-    """Index of the frame on screen at `t` among ascending `frame_times`."""
+def frame_shown_at(frame_times: Sequence[Fraction | int], t: Fraction) -> int:
+    """Index of the frame on screen at `t` among ascending `frame_times` (any one unit)."""
     return max(0, bisect_right(frame_times, t) - 1)

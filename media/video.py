@@ -67,7 +67,7 @@ def _sample(container: av.container.InputContainer, sampling: VideoSampling) -> 
     _check_frame_count(len(times), index.duration, sampling)
     size = (stream.codec_context.width, stream.codec_context.height)
     _check_alloc(len(times), *size, sampling)
-    picks = [index.pts[frame_shown_at(index.times, t)] for t in times]
+    picks = [index.pts[frame_shown_at(index.pts, index.timestamp(t))] for t in times]
     frames, kept = _decode(_FrameReader(container, stream, index), picks, size, sampling.strict)
     return DecodedVideo(
         frames=frames,
@@ -88,12 +88,13 @@ class _FrameIndex:
     duration: Fraction
     """Seconds from the first frame's start to the last frame's end."""
 
-    @property
-    def times(self) -> list[Fraction]:
-        return [self.seconds(pts) for pts in self.pts]
-
     def seconds(self, pts: int) -> Fraction:
+        """A timestamp as seconds from the first frame."""
         return (pts - self.pts[0]) * self.time_base
+
+    def timestamp(self, seconds: Fraction) -> Fraction:
+        """Seconds from the first frame as a (fractional) timestamp, for exact comparisons."""
+        return self.pts[0] + seconds / self.time_base
 
     def keyframe_before(self, pts: int) -> int:
         position = bisect_right(self.keyframes, pts)
