@@ -1,6 +1,7 @@
 """MediaFetcher end to end: data: and file:// sources, and http against a loopback server."""
 
 import base64
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,8 +128,8 @@ async def test_http_fetch_returns_the_body_and_sends_the_user_agent(
 
 
 async def test_the_loopback_server_is_refused_without_the_test_opt_ins(media_server) -> None:
-    error = await _refusal(f"{media_server.base}/video", MediaOptions())
-    assert error.rule in {"allow-direct-port", "allow-direct-ip"}
+    error = await _refusal(f"{media_server.base}/video", MediaOptions(allow_direct_port=True))
+    assert error.rule == "allow-direct-ip"
     error = await _refusal(
         f"{media_server.base}/video", MediaOptions(allow_direct_ip=True, allow_direct_port=True)
     )
@@ -248,3 +249,16 @@ async def test_one_fetcher_serves_many_fetches(
     async with MediaFetcher(loopback_options()) as fetcher:
         for _ in range(3):
             assert await fetcher.fetch(f"{media_server.base}/video") == mp4_video
+
+
+async def test_a_closed_port_is_a_fetch_error(loopback_options: Options) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    error = await _refusal(f"http://127.0.0.1:{port}/video", loopback_options())
+    assert error.rule == "fetch"
+    assert "ConnectError" in error.message
+
+
+async def test_a_malformed_url_is_a_clear_error() -> None:
+    assert (await _refusal("http://[::1/video", MediaOptions())).rule == "url"
