@@ -40,15 +40,17 @@ def test_greedy_tokens_equal_hf_generate(case, engine, hf_model, videos, prompt,
     assert outputs[-1].prompt_tokens == expanded
 
 
-def test_video_embeddings_equal_hf_video_features(engine, hf_model, videos):
-    pixels = engine.processor.video_processor(videos=[videos[1]], return_tensors="pt")
+@pytest.mark.parametrize("num_frames", [8, 1], ids=["video", "image as one frame"])
+def test_video_embeddings_equal_hf_video_features(num_frames, engine, hf_model, videos):
+    frames = videos[1][:num_frames]
+    pixels = engine.processor.video_processor(videos=[frames], return_tensors="pt")
     with torch.inference_mode():
         features = hf_model.model.get_video_features(pixels["pixel_values_videos"])
     expected = features.pooler_output[0].flatten(0, 1)
 
-    embeddings = engine.encode_video(videos[1])
+    embeddings = engine.encode_video(frames)
 
-    assert embeddings.shape == (8 * engine.tokens_per_frame, 128)
+    assert embeddings.shape == (num_frames * engine.tokens_per_frame, 128)
     torch.testing.assert_close(embeddings, expected)
 
 

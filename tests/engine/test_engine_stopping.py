@@ -57,14 +57,6 @@ def test_engine_ends_a_request_at_its_stop_string(engine, prompt, generate):
     assert stop in engine.tokenizer.decode([out.token_id for out in stopped])
 
 
-def test_prompts_that_do_not_fit_are_refused(engine, videos):
-    with pytest.raises(ValueError, match="max-model-len"):
-        engine.add_request("long", [1] * engine.max_model_len)
-    with pytest.raises(ValueError, match="one <video> in the prompt per video"):
-        engine.add_request("mismatch", [1, 10, 11], [engine.encode_video(videos[0])])
-    assert not engine.has_unfinished()
-
-
 def test_step_output_counts_tokens_for_usage(generate, prompt):
     ids = prompt("USER: Hi ASSISTANT:")
     outputs = generate(ids, None, SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))
