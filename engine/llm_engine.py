@@ -71,7 +71,9 @@ class Engine:
         allocated up front; `max_model_len` defaults to the model's context length.
         That is layers x 2 x kv_heads x head_dim x dtype bytes per token: 2 KiB for
         the tiny model, 512 KiB for LLaVA-NeXT-Video-7B in bfloat16 (16 x 4096
-        tokens: 32 GiB), so size both to the device.
+        tokens: 32 GiB), so size both to the device. Encode and prefill workers
+        never hold a running sequence (`encode_video`, `prefill_export`): they load
+        with `max_num_seqs=0` and allocate no KV cache at all.
         """
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
@@ -193,6 +195,11 @@ class Engine:
         )
 
     def _register(self, seq: Sequence) -> None:
+        if not self.kv_cache.num_slots:
+            raise ValueError(
+                "this engine was loaded with max_num_seqs=0, for encode_video and "
+                "prefill_export only; load it with max_num_seqs >= 1 to run requests"
+            )
         if seq.request_id in self._seqs:
             raise ValueError(f"request {seq.request_id!r} is already running; ids must be unique")
         self._seqs[seq.request_id] = seq
