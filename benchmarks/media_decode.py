@@ -5,7 +5,8 @@
 The clip is generated here (a textured pan and a moving box, libx264
 `veryfast`, B-frames on, one clip per keyframe interval), so the run needs no
 download.
-Prints a table and writes benchmarks/results/media_decode.json.
+Prints a table (speedup: best time of "decode every frame" over the case's best
+time) and writes benchmarks/results/media_decode.json.
 """
 
 import argparse
@@ -116,17 +117,18 @@ def main() -> None:
                     "case": case,
                     "frames_out": frames,
                     "median_s": statistics.median(seconds),
+                    "best_s": min(seconds),
                     "runs_s": seconds,
                 }
             )
 
-    print(f"\n{'gop':>4}  {'case':<26} {'frames':>6} {'median s':>9} {'vs every frame':>15}")
+    # Best-of-N is the figure to compare: the CPUs are shared, and contention only adds time.
+    print(f"\n{'gop':>4}  {'case':<26} {'frames':>6} {'best s':>7} {'median s':>9} {'speedup':>8}")
     for row in rows:
         baseline = next(r for r in rows if r["gop"] == row["gop"] and r["case"] == BASELINE)
-        speedup = baseline["median_s"] / row["median_s"]
         print(
-            f"{row['gop']:>4}  {row['case']:<26} {row['frames_out']:>6} "
-            f"{row['median_s']:>9.3f} {speedup:>14.1f}x"
+            f"{row['gop']:>4}  {row['case']:<26} {row['frames_out']:>6} {row['best_s']:>7.3f} "
+            f"{row['median_s']:>9.3f} {baseline['best_s'] / row['best_s']:>7.1f}x"
         )
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ timestamp and the keyframes. From that index the exact frames to return are
 known before anything is decoded, so every limit is checked up front, and each
 sampled frame is reached by seeking to the keyframe before it and decoding
 forward from there (or from where decoding already is, when that is closer).
+On the way, frames that are neither sampled nor referenced by other frames
+(most B-frames) are skipped by the decoder.
 """
 
 import asyncio
@@ -68,7 +70,8 @@ def _sample(container: av.container.InputContainer, sampling: VideoSampling) -> 
     size = (stream.codec_context.width, stream.codec_context.height)
     _check_alloc(len(times), *size, sampling)
     picks = [index.pts[frame_shown_at(index.pts, index.timestamp(t))] for t in times]
-    frames, kept = _decode(_FrameReader(container, stream, index), picks, size, sampling.strict)
+    reader = _FrameReader(container, stream, index, wanted=set(picks))
+    frames, kept = _decode(reader, picks, size, sampling.strict)
     return DecodedVideo(
         frames=frames,
         source_fps=float(stream.average_rate or stream.guessed_rate or 0),
@@ -144,11 +147,16 @@ class _FrameReader:
     """
 
     def __init__(
-        self, container: av.container.InputContainer, stream: av.VideoStream, index: _FrameIndex
+        self,
+        container: av.container.InputContainer,
+        stream: av.VideoStream,
+        index: _FrameIndex,
+        wanted: set[int],
     ) -> None:
         self._container = container
         self._stream = stream
         self.index = index
+        self._wanted = wanted
         self._frames: Iterator[av.VideoFrame] = iter(())
         self._position: int | None = None
         """Timestamp of the last frame decoded, or None when a seek is needed."""
@@ -184,6 +192,9 @@ class _FrameReader:
         """Frames with timestamps, in presentation order; a packet that fails is skipped."""
         try:
             for packet in self._container.demux(self._stream):
+                # A frame no other frame refers to is only worth decoding if it is wanted.
+                wanted = packet.pts in self._wanted
+                self._stream.codec_context.skip_frame = "DEFAULT" if wanted else "NONREF"
                 try:
                     frames = self._stream.decode(packet)
                 except av.error.FFmpegError as error:
