@@ -15,7 +15,7 @@ COPY graphs graphs
 COPY configs configs
 RUN make install PYTHON=python3.11
 # Build the tiny model into the image so the container starts without network.
-RUN .venv/bin/vidgraph make-tiny-model /root/.cache/vidgraph/tiny
+RUN .venv/bin/python -c "from engine import resolve_model; resolve_model('tiny')"
 ENV NIXL_LOG_LEVEL=WARN
 EXPOSE 8000
 CMD [".venv/bin/vidgraph", "serve", "graphs.agg", "-f", "configs/agg.yaml"]

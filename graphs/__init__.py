@@ -1,1 +1,1 @@
-"""graphs package."""
+"""Graphs: which components run, and who calls whom."""

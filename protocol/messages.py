@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from protocol.openai import TokenLogprob
+
 FinishReason = Literal["stop", "length"]
 
 
@@ -52,11 +54,11 @@ class TokenLogprobs(BaseModel):
 
 
 class ProcessorOutput(BaseModel):
-    """Processor -> Frontend: the next piece of detokenized text."""
+    """Processor -> Frontend: the next piece of detokenized text, logprobs already in OpenAI shape."""
 
     text: str
     token_ids: list[int]
-    logprobs: list[TokenLogprobs] | None = None
+    logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0

@@ -1,6 +1,6 @@
 """The detokenizer against a byte-level tokenizer whose tokens split UTF-8 characters."""
 
-from engine.detokenizer import Detokenizer
+from components.detokenizer import Detokenizer
 
 
 class ByteTokenizer:

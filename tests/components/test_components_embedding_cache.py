@@ -2,7 +2,7 @@
 
 import torch
 
-from engine.embedding_cache import EmbeddingCache
+from components.embedding_cache import EmbeddingCache
 
 
 def _rows(n: int) -> torch.Tensor:

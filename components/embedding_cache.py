@@ -7,8 +7,10 @@ would either waste memory on short clips or overflow on long ones.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class EmbeddingCache:

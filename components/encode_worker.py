@@ -1,0 +1,112 @@
+"""EncodeWorker: one video URL in, its vision embeddings readable over NIXL out.
+
+The story of a request here: fetch the bytes (SSRF-safe, `media`), look the
+embeddings up by content hash + sampling parameters + model, and only on a
+miss decode and sample the frames (PyAV) and run the vision tower, pooling
+and projector (`engine`). The embeddings are then exposed as a NIXL-readable
+buffer; the caller reads them straight from this process's memory, and the
+buffer is released once read (or when its lease runs out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
+
+from components.embedding_cache import EmbeddingCache
+from components.model_worker import ModelWorkerConfig, load_engine
+from media import MediaError, MediaFetcher, MediaOptions, decode_image, decode_video
+from protocol.errors import ServiceError
+from protocol.messages import EncodeRequest, EncodeResponse
+from runtime import Component, Context, endpoint
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, the engine and NIXL are imported in start(): every process of the graph
+# imports this module through graphs/, and the frontend should not pay for them.
+
+MiB = 1 << 20
+
+
+class EncodeWorkerConfig(ModelWorkerConfig, MediaOptions):
+    """The model that encodes, plus the media options (fetching, sampling, limits)."""
+
+    embedding_cache_mib: int = Field(default=1024, ge=0)
+    read_lease_s: float = Field(default=60.0, gt=0)
+
+
+class EncodeWorker(Component):
+    Config = EncodeWorkerConfig
+
+    async def start(self) -> None:
+        from transport import Connector
+
+        self.engine = await load_engine(self.config, max_num_seqs=0)
+        self.fetcher = MediaFetcher(self.config)
+        self.cache = EmbeddingCache(self.config.embedding_cache_mib * MiB)
+        self.transport = Connector.get(self.config.transport)
+        self.encoded = 0
+
+    async def stop(self) -> None:
+        await self.fetcher.aclose()
+
+    @endpoint
+    async def encode(self, request: dict[str, Any], ctx: Context) -> AsyncIterator[dict[str, Any]]:
+        from transport import Descriptor
+
+        req = EncodeRequest.model_validate(request)
+        try:
+            embeddings, cache_hit = await self.embed(req)
+        except MediaError as error:
+            raise ServiceError(
+                str(error),
+                status=error.status,
+                type="invalid_request_error",
+                param="messages",
+                code=error.rule,
+            ) from error
+        readable = await self.transport.create_readable(
+            [Descriptor(embeddings)], lease_s=self.config.read_lease_s
+        )
+        yield EncodeResponse(
+            embeddings=readable.metadata.to_dict(),
+            num_tokens=embeddings.shape[0],
+            num_frames=embeddings.shape[0] // self.engine.tokens_per_frame,
+            cache_hit=cache_hit,
+        ).model_dump()
+
+    async def embed(self, req: EncodeRequest) -> tuple[torch.Tensor, bool]:
+        """The embeddings of one video or image, from the cache when its bytes were seen before."""
+        modality = req.media.modality
+        self.config.check_enabled(modality)
+        kwargs = req.media_io_kwargs or {}
+        sampling = self.config.video_sampling(kwargs.get("video"))
+        data = await self.fetcher.fetch(req.media.url)
+        # An image ignores the video sampling, so only its bytes and the model key it.
+        how = sampling.cache_key() if modality == "video" else "image"
+        key = f"{hashlib.sha256(data).hexdigest()}|{how}|{self.config.model}"
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached, True
+        if modality == "video":
+            decoded = await decode_video(data, sampling)
+        else:
+            decoded = await decode_image(data, self.config)
+        embeddings = await asyncio.to_thread(self.engine.encode_video, decoded.frames)
+        self.cache.put(key, embeddings)
+        self.encoded += 1
+        return embeddings, False
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "embedding_cache_hits": self.cache.hits,
+            "embedding_cache_misses": self.cache.misses,
+            "embedding_cache_bytes": self.cache.bytes,
+            "media_encoded": self.encoded,
+            **{f"transport_{k}": v for k, v in self.transport.stats().items()},
+        }

@@ -1,0 +1,335 @@
+"""Frontend: the OpenAI-compatible HTTP server in front of the graph.
+
+The story of a request here: validate the body against the OpenAI schema,
+check the model name, admit it under `max-inflight`, hand it to a Processor,
+and relay what comes back — one JSON body, or Server-Sent Events ending in
+`data: [DONE]`. Every failure anywhere in the graph arrives as a
+`ServiceError` and leaves as an OpenAI error body with its status. For
+streams, the first chunk is awaited before answering 200, so a bad video URL
+is a 400, not a broken stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from components.metrics import FrontendMetrics
+from protocol.errors import ServiceError
+from protocol.messages import ProcessorOutput, ProcessorRequest
+from protocol.openai import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    ChunkChoice,
+    Delta,
+    ErrorInfo,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+    completion_id,
+    now,
+)
+from runtime import Component, ComponentConfig
+
+
+class FrontendConfig(ComponentConfig):
+    model: str = "tiny"
+    served_model_name: str | None = None
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_inflight: int = Field(default=256, ge=1)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+
+
+def error_response(error: ServiceError, request_id: str) -> JSONResponse:
+    body = ErrorResponse(
+        error=ErrorInfo(message=error.message, type=error.type, param=error.param, code=error.code)
+    )
+    headers = {"x-request-id": request_id}
+    if error.status in (429, 503):
+        headers["retry-after"] = "1"
+    return JSONResponse(body.model_dump(), status_code=error.status, headers=headers)
+
+
+def _sse(payload: BaseModel | dict[str, Any]) -> str:
+    data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
+    return f"data: {data}\n\n"
+
+
+class Frontend(Component):
+    Config = FrontendConfig
+
+    async def start(self) -> None:
+        self.model_name = self.config.served_model_name or self.config.model
+        self.components = {name: self.client(name) for name in self.graph.names()}
+        self.processors = self.components["Processor"]
+        self.metrics = FrontendMetrics()
+        self.inflight = 0
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                self.build_app(), host=self.config.host, port=self.config.port, log_level="warning"
+            )
+        )
+
+    async def run(self) -> None:
+        await self.server.serve()
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+
+    async def graph_instances(self) -> dict[str, list[str]]:
+        """Every component of the graph with the ids of its live instances."""
+        return {
+            name: sorted(i.instance_id for i in client.instances())
+            for name, client in self.components.items()
+        }
+
+    async def worker_stats(self) -> dict[str, dict[str, dict[str, float]]]:
+        names = list(self.components)
+        stats = await asyncio.gather(*(self.components[n].collect_stats() for n in names))
+        return dict(zip(names, stats, strict=True))
+
+    def build_app(self) -> FastAPI:
+        app = FastAPI(title="vidgraph", version="0.1.0")
+
+        @app.middleware("http")
+        async def request_id_header(request: Request, call_next: Any) -> Response:
+            request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            response = await call_next(request)
+            response.headers["x-request-id"] = request.state.request_id
+            return response
+
+        @app.exception_handler(RequestValidationError)
+        async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+            first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+            loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+            return error_response(
+                ServiceError(
+                    f"{'.'.join(loc) or 'body'}: {first.get('msg')}",
+                    status=400,
+                    type="invalid_request_error",
+                    param=".".join(loc) or None,
+                ),
+                request.state.request_id,
+            )
+
+        @app.post("/v1/chat/completions", response_model=ChatCompletion)
+        async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+            return await self.chat_completions(body, request.state.request_id)
+
+        @app.get("/v1/models")
+        async def models() -> ModelList:
+            return ModelList(data=[ModelCard(id=self.model_name, created=now())])
+
+        @app.get("/live")
+        async def live() -> dict[str, str]:
+            return {"status": "live"}
+
+        @app.get("/health")
+        async def health() -> JSONResponse:
+            instances = await self.graph_instances()
+            ready = all(instances.values())
+            return JSONResponse(
+                {"status": "ready" if ready else "unavailable", "instances": instances},
+                status_code=200 if ready else 503,
+            )
+
+        @app.get("/metrics")
+        async def metrics() -> Response:
+            body, content_type = self.metrics.render(await self.worker_stats())
+            return Response(body, media_type=content_type)
+
+        return app
+
+    async def chat_completions(self, body: ChatCompletionRequest, request_id: str) -> Response:
+        if body.model != self.model_name:
+            return self.finish(
+                request_id,
+                ServiceError(
+                    f"the model '{body.model}' does not exist; this server serves "
+                    f"'{self.model_name}' (see /v1/models)",
+                    status=404,
+                    type="invalid_request_error",
+                    param="model",
+                    code="model_not_found",
+                ),
+            )
+        if self.inflight >= self.config.max_inflight:
+            return self.finish(
+                request_id,
+                ServiceError(
+                    f"the server is at its limit of {self.config.max_inflight} requests in "
+                    "flight; retry after a moment",
+                    status=429,
+                    type="rate_limit_exceeded",
+                ),
+            )
+        self.inflight += 1
+        self.metrics.in_flight.inc()
+        stream = self.processor_stream(body, request_id)
+        try:
+            first = await anext(stream)
+        except ServiceError as error:
+            await self.release(stream)
+            return self.finish(request_id, error)
+        except StopAsyncIteration:
+            await self.release(stream)
+            return self.finish(request_id, ServiceError("the graph ended the request early"))
+        if body.stream:
+            return StreamingResponse(
+                self.sse_events(body, request_id, first, stream),
+                media_type="text/event-stream",
+            )
+        try:
+            return await self.whole_completion(body, request_id, first, stream)
+        except ServiceError as error:
+            return self.finish(request_id, error)
+        finally:
+            await self.release(stream)
+
+    def finish(self, request_id: str, error: ServiceError) -> JSONResponse:
+        self.metrics.requests.labels(status=str(error.status)).inc()
+        return error_response(error, request_id)
+
+    async def release(self, stream: AsyncIterator[ProcessorOutput]) -> None:
+        await stream.aclose()  # type: ignore[attr-defined]
+        if self.inflight:
+            self.inflight -= 1
+            self.metrics.in_flight.dec()
+
+    async def processor_stream(
+        self, body: ChatCompletionRequest, request_id: str
+    ) -> AsyncIterator[ProcessorOutput]:
+        """The request's outputs from a Processor, timed for TTFT and inter-token latency."""
+        request = ProcessorRequest(request_id=request_id, request=body.model_dump())
+        started = last = time.perf_counter()
+        first = True
+        upstream = self.processors.stream(
+            "generate", request.model_dump(), deadline_s=self.config.request_timeout_s
+        )
+        async with aclosing(upstream):
+            async for message in upstream:
+                out = ProcessorOutput.model_validate(message)
+                tick = time.perf_counter()
+                if out.token_ids:
+                    if first:
+                        self.metrics.ttft.observe(tick - started)
+                        first = False
+                    else:
+                        self.metrics.itl.observe((tick - last) / len(out.token_ids))
+                    last = tick
+                if out.finish_reason is not None:
+                    self.metrics.prompt_tokens.inc(out.prompt_tokens)
+                    self.metrics.completion_tokens.inc(out.completion_tokens)
+                yield out
+                if out.finish_reason is not None:
+                    return
+        raise ServiceError("the graph ended the answer without a finish reason; retry the request")
+
+    async def whole_completion(
+        self,
+        body: ChatCompletionRequest,
+        request_id: str,
+        first: ProcessorOutput,
+        rest: AsyncIterator[ProcessorOutput],
+    ) -> JSONResponse:
+        outputs = [first]
+        while outputs[-1].finish_reason is None:
+            outputs.append(await anext(rest))
+        last = outputs[-1]
+        logprobs = [lp for out in outputs for lp in out.logprobs or []]
+        completion = ChatCompletion(
+            id=completion_id(),
+            created=now(),
+            model=self.model_name,
+            choices=[
+                Choice(
+                    message=AssistantMessage(content="".join(out.text for out in outputs)),
+                    logprobs=ChoiceLogprobs(content=logprobs) if body.logprobs else None,
+                    finish_reason=last.finish_reason,
+                )
+            ],
+            usage=Usage(
+                prompt_tokens=last.prompt_tokens,
+                completion_tokens=last.completion_tokens,
+                total_tokens=last.prompt_tokens + last.completion_tokens,
+            ),
+        )
+        self.metrics.requests.labels(status="200").inc()
+        return JSONResponse(completion.model_dump(), headers={"x-request-id": request_id})
+
+    async def sse_events(
+        self,
+        body: ChatCompletionRequest,
+        request_id: str,
+        first: ProcessorOutput,
+        rest: AsyncIterator[ProcessorOutput],
+    ) -> AsyncIterator[str]:
+        """OpenAI's chunk stream; an error after the first chunk travels as an error event."""
+        chunk_id, created = completion_id(), now()
+
+        def chunk(delta: Delta, out: ProcessorOutput | None = None) -> ChatCompletionChunk:
+            logprobs = out.logprobs if out is not None and body.logprobs else None
+            return ChatCompletionChunk(
+                id=chunk_id,
+                created=created,
+                model=self.model_name,
+                choices=[
+                    ChunkChoice(
+                        delta=delta,
+                        logprobs=ChoiceLogprobs(content=logprobs) if logprobs else None,
+                        finish_reason=out.finish_reason if out is not None else None,
+                    )
+                ],
+            )
+
+        status = "200"
+        try:
+            yield _sse(chunk(Delta(role="assistant", content="")))
+            out = first
+            while True:
+                yield _sse(chunk(Delta(content=out.text), out))
+                if out.finish_reason is not None:
+                    break
+                out = await anext(rest)
+            if body.stream_options and body.stream_options.include_usage:
+                usage = Usage(
+                    prompt_tokens=out.prompt_tokens,
+                    completion_tokens=out.completion_tokens,
+                    total_tokens=out.prompt_tokens + out.completion_tokens,
+                )
+                yield _sse(
+                    ChatCompletionChunk(
+                        id=chunk_id, created=created, model=self.model_name, choices=[], usage=usage
+                    )
+                )
+            yield "data: [DONE]\n\n"
+        except ServiceError as error:
+            status = str(error.status)
+            info = ErrorInfo(
+                message=error.message, type=error.type, param=error.param, code=error.code
+            )
+            yield _sse(ErrorResponse(error=info))
+            yield "data: [DONE]\n\n"
+        except asyncio.CancelledError:
+            status = "499"  # the client went away; closing `rest` cancels the work downstream
+            raise
+        finally:
+            self.metrics.requests.labels(status=status).inc()
+            await self.release(rest)

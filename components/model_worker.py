@@ -1,0 +1,46 @@
+"""What the three model-running workers (encode, prefill, decode) share: which model, where.
+
+Several workers share one host's cores on CPU deployments, and torch's default
+of one intra-op thread per core makes them fight over every core at once
+(decode steps were ~8x slower with two workers at two threads each than at one
+thread each). `cpu-threads` bounds each worker; it does nothing on CUDA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from runtime import ComponentConfig
+
+if TYPE_CHECKING:
+    from engine import Engine
+
+
+class ModelWorkerConfig(ComponentConfig):
+    model: str = "tiny"
+    device: str = "cpu"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    cpu_threads: int = Field(default=1, ge=1)
+    max_model_len: int = Field(default=4096, ge=16)
+    transport: Literal["auto", "nixl", "tcp"] = "auto"
+
+
+async def load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
+    """Loads the configured checkpoint off the event loop (`max_num_seqs=0`: no KV cache)."""
+    import torch
+
+    from engine import Engine, resolve_model
+
+    if config.device == "cpu":
+        torch.set_num_threads(config.cpu_threads)
+    return await asyncio.to_thread(
+        Engine.load,
+        resolve_model(config.model),
+        config.device,
+        config.dtype,
+        max_num_seqs=max_num_seqs,
+        max_model_len=config.max_model_len,
+    )
