@@ -50,6 +50,11 @@ class Component:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if not issubclass(cls.Config, ComponentConfig):
+            raise TypeError(
+                f"{cls.__name__}.Config must subclass runtime.ComponentConfig (kebab-case keys, "
+                f"unknown keys refused, `router:`); {cls.Config.__name__} does not"
+            )
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
         cls.endpoints = tuple(

@@ -10,7 +10,6 @@ or stopped answering heartbeats) every request still waiting on it fails with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -22,12 +21,13 @@ from zmq.utils.monitor import parse_monitor_message
 
 from protocol import codec
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
-from runtime.wire import Kind, configure
+from runtime.wire import Kind, Outbox, configure, receive
 
 log = logging.getLogger(__name__)
 
 _LINK_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
 _LINK_DOWN = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
+_EXPIRED: list[Any] = [Kind.ERROR]  # put in an inbox, by identity, when its deadline passes
 
 
 class Connection:
@@ -40,6 +40,7 @@ class Connection:
         configure(self._socket)
         self._monitor = self._socket.get_monitor_socket(_LINK_UP | _LINK_DOWN)
         self._socket.connect(address)
+        self._outbox = Outbox(self._socket)
         self._inboxes: dict[int, asyncio.Queue[list[Any]]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -62,15 +63,15 @@ class Connection:
         inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
         self._inboxes[rid] = inbox
         self._idle.clear()
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        expiry = asyncio.get_running_loop().call_later(timeout_s, inbox.put_nowait, _EXPIRED)
         closed = False
         try:
-            await self._send([Kind.REQUEST, rid, endpoint, timeout_s, request_id, body])
+            self._outbox.put([Kind.REQUEST, rid, endpoint, timeout_s, request_id, body])
             while True:
-                frame = inbox.get_nowait() if inbox.qsize() else await _get(inbox, deadline)
-                if frame is None:
+                frame = await inbox.get()
+                if frame is _EXPIRED:
                     raise DeadlineExceeded(
-                        f"{endpoint!r} on {self.address} gave no reply within {timeout_s:.3g} s"
+                        f"{endpoint!r} on {self.address} did not finish within {timeout_s:.3g} s"
                     )
                 if frame[0] == Kind.DATA:
                     yield frame[2]
@@ -80,22 +81,19 @@ class Connection:
                     return
                 raise ServiceError.from_dict(frame[2])
         finally:
+            expiry.cancel()
             del self._inboxes[rid]
             if not self._inboxes:
                 self._idle.set()
             if not closed:
-                with contextlib.suppress(zmq.ZMQError):
-                    await self._send([Kind.CANCEL, rid])
-
-    async def _send(self, frame: list[Any]) -> None:
-        await self._socket.send(codec.encode(frame))
+                self._outbox.put([Kind.CANCEL, rid])
 
     async def _receive_forever(self) -> None:
-        while True:
-            frame = codec.decode(await self._socket.recv())
-            inbox = self._inboxes.get(frame[1])
-            if inbox is not None:  # else: a reply to a request we already gave up on
-                inbox.put_nowait(frame)
+        async for (payload,) in receive(self._socket):
+            for frame in codec.decode(payload):
+                inbox = self._inboxes.get(frame[1])
+                if inbox is not None:  # else: a reply to a request we already gave up on
+                    inbox.put_nowait(frame)
 
     async def _watch_link(self) -> None:
         while True:
@@ -121,18 +119,10 @@ class Connection:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._outbox.close()
         self._socket.disable_monitor()
         self._monitor.close()
         self._socket.close()
-
-
-async def _get(inbox: asyncio.Queue[list[Any]], deadline: float) -> list[Any] | None:
-    """The next frame, or None once the loop clock passes `deadline`."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await inbox.get()
-    except TimeoutError:
-        return None
 
 
 class ConnectionPool:

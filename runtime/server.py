@@ -4,7 +4,7 @@ Every request runs its endpoint handler in its own asyncio task, so a caller's
 CANCEL (or its deadline) cancels exactly that handler, and a slow stream never
 holds up the others. The ROUTER refuses to send to a caller it no longer
 knows (ROUTER_MANDATORY), which is how a handler learns that its caller died:
-the next reply fails and the handler is closed instead of computing for no one.
+the next reply fails and the handler is cancelled instead of computing for no one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import zmq.asyncio
 
 from protocol import codec
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
-from runtime.wire import Kind, configure
+from runtime.wire import Kind, Outbox, configure, receive
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class EndpointServer:
         configure(self._socket)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.port = self._socket.bind_to_random_port(f"tcp://{host}")
+        self._outbox = Outbox(self._socket, on_unreachable=self._forget_caller)
         self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
         self._accepting = True
         self._receiver = asyncio.create_task(self._receive_forever())
@@ -64,16 +65,22 @@ class EndpointServer:
         return len(self._tasks)
 
     async def _receive_forever(self) -> None:
-        while True:
-            peer, payload = await self._socket.recv_multipart()
-            frame = codec.decode(payload)
-            kind, rid = frame[0], frame[1]
-            if kind == Kind.REQUEST:
-                _, _, endpoint, timeout_s, request_id, body = frame
-                context = Context(request_id, time.monotonic() + timeout_s)
-                task = asyncio.create_task(self._serve(peer, rid, endpoint, body, context))
-                self._tasks[(peer, rid)] = task
-            elif kind == Kind.CANCEL and (task := self._tasks.get((peer, rid))):
+        async for peer, payload in receive(self._socket):
+            for frame in codec.decode(payload):
+                kind, rid = frame[0], frame[1]
+                if kind == Kind.REQUEST:
+                    _, _, endpoint, timeout_s, request_id, body = frame
+                    context = Context(request_id, time.monotonic() + timeout_s)
+                    task = asyncio.create_task(self._serve(peer, rid, endpoint, body, context))
+                    self._tasks[(peer, rid)] = task
+                elif kind == Kind.CANCEL and (task := self._tasks.get((peer, rid))):
+                    task.cancel()
+
+    def _forget_caller(self, peer: bytes) -> None:
+        """The caller disconnected: stop computing replies nobody will read."""
+        log.info("a caller disconnected; cancelling its requests")
+        for (caller, _), task in self._tasks.items():
+            if caller == peer:
                 task.cancel()
 
     async def _serve(
@@ -82,13 +89,11 @@ class EndpointServer:
         try:
             await self._stream_replies(peer, rid, endpoint, body, context)
         except asyncio.CancelledError:
-            log.debug("request %s cancelled by its caller", context.request_id)
-        except zmq.ZMQError as error:
-            log.info("caller of %s is gone (%s); stopped its handler", context.request_id, error)
+            log.debug("request %s cancelled", context.request_id)
         except Exception as error:
             if not isinstance(error, ServiceError):
                 log.exception("endpoint %r failed on request %s", endpoint, context.request_id)
-            await self._send_error(peer, rid, ServiceError.wrap(error))
+            self._outbox.put([Kind.ERROR, rid, ServiceError.wrap(error).to_dict()], peer)
         finally:
             del self._tasks[(peer, rid)]
 
@@ -108,21 +113,15 @@ class EndpointServer:
             async with asyncio.timeout_at(_loop_time(context.deadline)) as timeout:
                 async with contextlib.aclosing(handler(body, context)) as replies:
                     async for reply in replies:
-                        await self._send(peer, [Kind.DATA, rid, reply])
+                        self._outbox.put([Kind.DATA, rid, reply], peer)
+                        await self._outbox.room()
         except TimeoutError:
             if not timeout.expired():
                 raise
             raise DeadlineExceeded(
                 f"endpoint {endpoint!r} did not finish within the request's deadline"
             ) from None
-        await self._send(peer, [Kind.END, rid])
-
-    async def _send(self, peer: bytes, frame: list[Any]) -> None:
-        await self._socket.send_multipart([peer, codec.encode(frame)])
-
-    async def _send_error(self, peer: bytes, rid: int, error: ServiceError) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            await self._send(peer, [Kind.ERROR, rid, error.to_dict()])
+        self._outbox.put([Kind.END, rid], peer)
 
     async def drain(self, timeout_s: float) -> None:
         """Refuse new requests (WorkerLost) and give in-flight ones `timeout_s` to finish."""
@@ -135,13 +134,14 @@ class EndpointServer:
                 if task in unfinished:
                     task.cancel()
                     lost = WorkerLost("this instance shut down before the request finished")
-                    await self._send_error(peer, rid, lost)
+                    self._outbox.put([Kind.ERROR, rid, lost.to_dict()], peer)
             await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def close(self) -> None:
         self._receiver.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._receiver
+        await self._outbox.close()
         self._socket.close()
 
 
