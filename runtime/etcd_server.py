@@ -43,9 +43,10 @@ class EtcdServer:
     Use as a context manager, or call `start()` / `stop()`.
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """`port` 0 picks a free one at start."""
         self.host = host
-        self.port = 0
+        self.port = port
         self._process: subprocess.Popen[bytes] | None = None
         self._data_dir: Path | None = None
 
@@ -61,7 +62,8 @@ class EtcdServer:
     def start(self, timeout_s: float = 30.0) -> None:
         """Start etcd and return once it answers its health check."""
         self._data_dir = Path(tempfile.mkdtemp(prefix="vidgraph-etcd-"))
-        self.port, peer_port = free_ports(2, self.host)
+        client_port, peer_port = free_ports(2, self.host)
+        self.port = self.port or client_port
         client_url = f"http://{self.host}:{self.port}"
         peer_url = f"http://{self.host}:{peer_port}"
         command = [

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,6 +22,7 @@ from runtime import (
     WorkerLost,
 )
 from runtime.connection import Connection
+from runtime.processes import dies_with_parent, stop_process
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,8 +36,8 @@ async def echo(workers, runtime: DistributedRuntime) -> Client:
 
 
 async def wait_for_stat(client: Client, name: str, value: float) -> dict[str, float]:
-    """Poll the only instance's stats until `name` reaches `value` (or fail after 5 s)."""
-    for _ in range(100):
+    """Poll the only instance's stats until `name` reaches `value` (or fail after ~10 s)."""
+    for _ in range(200):
         (stats,) = (await client.collect_stats()).values()
         if stats[name] == value:
             return stats
@@ -144,3 +147,32 @@ async def test_a_worker_killed_mid_stream_is_an_error_not_a_hang(echo: Client, w
 
     assert time.monotonic() - killed_at < 15
     assert len(replies) < 1000
+
+
+STREAM_FOREVER = """
+import asyncio, sys
+from runtime import DistributedRuntime
+
+async def main():
+    runtime = await DistributedRuntime.connect(sys.argv[1], sys.argv[2])
+    client = runtime.client("Echo")
+    await client.wait_for_instances(1)
+    async for _ in client.stream("echo", {"count": 100000, "delay_s": 0.05}):
+        pass
+
+asyncio.run(main())
+"""
+
+
+async def test_a_caller_killed_mid_stream_stops_the_handler(echo: Client, etcd, namespace) -> None:
+    caller = subprocess.Popen(
+        dies_with_parent([sys.executable, "-c", STREAM_FOREVER, etcd.address, namespace])
+    )
+    try:
+        await wait_for_stat(echo, "inflight", 1)
+        os.kill(caller.pid, signal.SIGKILL)
+        stats = await wait_for_stat(echo, "cancelled", 1)
+    finally:
+        stop_process(caller, grace_s=1)
+
+    assert stats["inflight"] == 0
