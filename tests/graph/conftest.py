@@ -1,0 +1,53 @@
+"""Real graphs for the end-to-end tests: sample videos, the HF reference, a running graph.
+
+Graphs are started once per test module (each costs several processes that
+import torch); the HF reference model runs in the test process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from graph_helpers import Reference
+
+from engine import resolve_model
+from media.samples import write_sample_video
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tiny checkpoint in a fresh cache, shared by this process and the graphs it starts."""
+    cache = tmp_path_factory.mktemp("vidgraph-cache")
+    previous = os.environ.get("VIDGRAPH_CACHE")
+    os.environ["VIDGRAPH_CACHE"] = str(cache)
+    yield Path(resolve_model("tiny"))
+    if previous is None:
+        del os.environ["VIDGRAPH_CACHE"]
+    else:
+        os.environ["VIDGRAPH_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def video(media_dir: Path) -> Callable[[int], Path]:
+    """`video(seed)`: a short MP4 whose content depends on `seed`."""
+
+    def make(seed: int) -> Path:
+        path = media_dir / f"sample-{seed}.mp4"
+        if not path.exists():
+            write_sample_video(path, seconds=1.5, fps=8, width=80, height=48, seed=seed)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def reference(model_dir: Path) -> Reference:
+    return Reference(model_dir)

@@ -1,0 +1,58 @@
+"""Helpers of the graph tests: the HF reference, request bodies, token ids from logprobs."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
+
+from media import MediaOptions, decode_video_sync
+
+NUM_FRAMES = 8  # configs/*.yaml: Common.num-frames
+
+
+def data_url(path: Path) -> str:
+    return "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+class Reference:
+    """Greedy tokens from `transformers` `generate()` on the frames the graph samples."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.model = LlavaNextVideoForConditionalGeneration.from_pretrained(model_dir).eval()
+        self.sampling = MediaOptions(num_frames=NUM_FRAMES).video_sampling(None)
+
+    def frames(self, path: Path) -> np.ndarray:
+        return decode_video_sync(path.read_bytes(), self.sampling).frames
+
+    def greedy(self, text: str, videos: list[Path], max_tokens: int) -> list[int]:
+        content = [{"type": "text", "text": text}, *({"type": "video"} for _ in videos)]
+        prompt = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True
+        )
+        clips = [self.frames(v) for v in videos] or None
+        inputs = self.processor(text=prompt, videos=clips, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+        return out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def user_message(text: str, urls: list[str]) -> list[dict]:
+    """One user turn: the text first, then each video, as the reference renders it."""
+    parts: list[dict] = [{"type": "text", "text": text}]
+    parts += [{"type": "video_url", "video_url": {"url": url}} for url in urls]
+    return [{"role": "user", "content": parts}]
+
+
+def token_ids(logprobs_content: list) -> list[int]:
+    """Token ids from logprobs requested with vLLM's `return_tokens_as_token_ids`."""
+    ids = []
+    for entry in logprobs_content:
+        token = entry["token"] if isinstance(entry, dict) else entry.token
+        assert token.startswith("token_id:"), token
+        ids.append(int(token.removeprefix("token_id:")))
+    return ids

@@ -1,0 +1,221 @@
+"""The aggregated graph end to end: real processes, etcd, NIXL, HTTP and the `openai` client."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from graph_helpers import Reference, data_url, token_ids, user_message
+
+from graphs.serve import ROOT, RunningGraph, serve_graph
+
+MAX_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
+    log = tmp_path_factory.mktemp("agg") / "serve.log"
+    with serve_graph(
+        "graphs.agg",
+        ROOT / "configs" / "agg.yaml",
+        f"--EncodeWorker.allowed-local-media-path={media_dir}",
+        log_path=log,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(graph: RunningGraph) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)
+
+
+def ask(client: openai.OpenAI, messages: list[dict], **kwargs) -> openai.types.chat.ChatCompletion:
+    return client.chat.completions.create(
+        model="tiny",
+        messages=messages,
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        logprobs=True,
+        extra_body={"return_tokens_as_token_ids": True},
+        **kwargs,
+    )
+
+
+CASES = {"text only": [], "one video": [1], "two videos": [2, 3]}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_greedy_tokens_equal_transformers_generate(
+    case: str, client: openai.OpenAI, reference: Reference, video: Callable[[int], Path]
+) -> None:
+    videos = [video(seed) for seed in CASES[case]]
+    text = "Describe what you see."
+    expected = reference.greedy(text, videos, MAX_TOKENS)
+
+    answer = ask(client, user_message(text, [f"file://{v}" for v in videos]))
+
+    assert token_ids(answer.choices[0].logprobs.content) == expected
+    assert answer.usage.completion_tokens == len(expected)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+
+
+def test_streaming_gives_the_same_tokens_and_text(
+    client: openai.OpenAI, reference: Reference, video: Callable[[int], Path]
+) -> None:
+    clip = video(4)
+    messages = user_message("What happens?", [data_url(clip)])
+    whole = ask(client, messages)
+
+    chunks = list(ask(client, messages, stream=True, stream_options={"include_usage": True}))
+
+    streamed_ids = [
+        i
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for i in token_ids(c.choices[0].logprobs.content)
+    ]
+    assert streamed_ids == reference.greedy("What happens?", [clip], MAX_TOKENS)
+    assert streamed_ids == token_ids(whole.choices[0].logprobs.content)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    assert whole.usage.prompt_tokens > 8 * 16  # the 8 frames' video tokens are counted
+
+
+def test_sixteen_concurrent_videos_each_get_their_own_answer(
+    graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
+) -> None:
+    seeds = list(range(10, 26))
+    expected = {s: reference.greedy("What happens?", [video(s)], MAX_TOKENS) for s in seeds}
+    client = openai.AsyncOpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)
+
+    async def one(seed: int) -> list[int]:
+        answer = await client.chat.completions.create(
+            model="tiny",
+            messages=user_message("What happens?", [f"file://{video(seed)}"]),
+            max_tokens=MAX_TOKENS,
+            temperature=0,
+            logprobs=True,
+            extra_body={"return_tokens_as_token_ids": True},
+        )
+        return token_ids(answer.choices[0].logprobs.content)
+
+    async def all_of_them() -> list[list[int]]:
+        return await asyncio.gather(*(one(s) for s in seeds))
+
+    answers = asyncio.run(all_of_them())
+
+    assert dict(zip(seeds, answers, strict=True)) == expected
+    assert len({tuple(a) for a in answers}) > 1  # different videos, different answers
+
+
+def worker_stat(graph: RunningGraph, component: str, stat: str) -> float:
+    """Sum of one worker stat over a component's instances, from /metrics."""
+    body = httpx.get(f"{graph.base_url}/metrics").text
+    pattern = (
+        rf'^vidgraph_worker_stat{{component="{component}",instance="[^"]+",stat="{stat}"}} (\S+)$'
+    )
+    return sum(float(v) for v in re.findall(pattern, body, flags=re.M))
+
+
+def metric(graph: RunningGraph, name: str) -> float:
+    body = httpx.get(f"{graph.base_url}/metrics").text
+    return float(re.search(rf"^{name} (\S+)$", body, flags=re.M).group(1))
+
+
+def test_a_repeated_video_hits_the_embedding_cache(
+    client: openai.OpenAI, graph: RunningGraph, video: Callable[[int], Path]
+) -> None:
+    url = f"file://{video(40)}"
+    hits = worker_stat(graph, "EncodeWorker", "embedding_cache_hits")
+    first = ask(client, user_message("Once.", [url]))
+    assert worker_stat(graph, "EncodeWorker", "embedding_cache_hits") == hits
+    second = ask(client, user_message("Once.", [url]))
+    assert worker_stat(graph, "EncodeWorker", "embedding_cache_hits") == hits + 1
+    assert second.choices[0].message.content == first.choices[0].message.content
+
+
+def post(graph: RunningGraph, body: object, raw: bytes | None = None) -> httpx.Response:
+    url = f"{graph.base_url}/v1/chat/completions"
+    if raw is not None:
+        return httpx.post(url, content=raw, headers={"content-type": "application/json"})
+    return httpx.post(url, json=body, timeout=60)
+
+
+def chat(messages: list[dict], **fields: object) -> dict:
+    return {"model": "tiny", "messages": messages, "max_tokens": 4, **fields}
+
+
+ERRORS = {
+    "malformed json": (None, b'{"model": "tiny", "messages": [', 400),
+    "no messages": ({"model": "tiny"}, None, 400),
+    "n above 1": (chat(user_message("hi", []), n=2), None, 400),
+    "unknown model": ({**chat(user_message("hi", [])), "model": "gpt-9"}, None, 404),
+    "too many videos": (
+        chat(user_message("hi", [f"file:///v{i}.mp4" for i in range(5)])),
+        None,
+        400,
+    ),
+    "prompt over max-model-len": (chat(user_message("word " * 5000, [])), None, 400),
+    "max_tokens over room": (chat(user_message("hi", []), max_tokens=10_000), None, 400),
+    "loopback url (SSRF)": (chat(user_message("hi", ["http://127.0.0.1:9/x.mp4"])), None, 400),
+    "metadata url (SSRF)": (
+        chat(user_message("hi", ["http://169.254.169.254/latest/meta-data"])),
+        None,
+        400,
+    ),
+    "file outside the allowed path": (chat(user_message("hi", ["file:///etc/passwd"])), None, 400),
+    "not a video": (chat(user_message("hi", ["data:video/mp4;base64,AAAA"])), None, 400),
+    "unknown scheme": (chat(user_message("hi", ["gopher://example.com/v.mp4"])), None, 400),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS)
+def test_bad_requests_get_an_openai_error_and_the_graph_keeps_serving(
+    case: str, graph: RunningGraph, client: openai.OpenAI
+) -> None:
+    body, raw, status = ERRORS[case]
+
+    response = post(graph, body, raw)
+
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    assert response.headers["x-request-id"]
+    assert ask(client, user_message("Still there?", [])).choices[0].message.content is not None
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_sequence(graph: RunningGraph) -> None:
+    body = chat(user_message("Talk for a long time.", []), max_tokens=3000, stream=True)
+    with httpx.stream("POST", f"{graph.base_url}/v1/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        for _ in range(6):
+            next(lines)
+        assert metric(graph, "vidgraph_requests_in_flight") == 1
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        running = worker_stat(graph, "DecodeWorker", "running_sequences")
+        if metric(graph, "vidgraph_requests_in_flight") == 0 and running == 0:
+            break
+        time.sleep(0.2)
+    assert metric(graph, "vidgraph_requests_in_flight") == 0
+    assert worker_stat(graph, "DecodeWorker", "running_sequences") == 0
+
+
+def test_health_lists_every_component_and_models_lists_tiny(graph: RunningGraph) -> None:
+    health = httpx.get(f"{graph.base_url}/health").json()
+    assert health["status"] == "ready"
+    assert set(health["instances"]) == {"Frontend", "Processor", "DecodeWorker", "EncodeWorker"}
+    assert all(health["instances"].values())
+    models = httpx.get(f"{graph.base_url}/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["tiny"]
+    assert httpx.get(f"{graph.base_url}/live").status_code == 200
+    assert "/v1/chat/completions" in httpx.get(f"{graph.base_url}/openapi.json").json()["paths"]
