@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,8 +21,6 @@ from zmq.utils.monitor import parse_monitor_message
 from protocol import codec
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
 from runtime.wire import Kind, Outbox, configure, receive
-
-log = logging.getLogger(__name__)
 
 _LINK_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
 _LINK_DOWN = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
@@ -36,6 +33,7 @@ class Connection:
     def __init__(self, context: zmq.asyncio.Context, address: str) -> None:
         self.address = address
         self.reachable = True
+        self._closed = False
         self._socket = context.socket(zmq.DEALER)
         configure(self._socket)
         self._monitor = self._socket.get_monitor_socket(_LINK_UP | _LINK_DOWN)
@@ -115,6 +113,9 @@ class Connection:
 
     async def close(self, reason: str) -> None:
         """Fail whatever still waits on this worker with `reason`, then close the socket."""
+        if self._closed:
+            return
+        self._closed = True
         self._fail_all(WorkerLost(reason))
         for task in self._tasks:
             task.cancel()
