@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -23,13 +24,14 @@ from transport.descriptor import Descriptor
 from transport.errors import TransferError, TransferTimeout
 from transport.metadata import NixlEndpoint, RdmaMetadata, TcpEndpoint, dtype_from_name
 from transport.nixl_backend import NixlBackend
+from transport.polling import pause
 from transport.readable import ReadableOperation, ReadableState
 from transport.tcp import TcpServer, tcp_pull
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "nixl", "tcp")
-_MAX_HOUSEKEEPING_DELAY_S = 1e-3
+_LEASE_CHECK_S = 0.05
 
 
 class Connector:
@@ -49,7 +51,7 @@ class Connector:
         self._readables: dict[str, ReadableOperation] = {}
         self._counters: Counter[str] = Counter()
         self._housekeeper: asyncio.Task[None] | None = None
-        self._poll_delay = 0.0
+        self._last_activity = 0.0
 
     @classmethod
     def get(
@@ -93,10 +95,10 @@ class Connector:
         else:
             endpoint = await self._tcp.endpoint()
         metadata = RdmaMetadata(key=key, tensors=tuple(d.spec for d in descs), endpoint=endpoint)
-        deadline = asyncio.get_running_loop().time() + lease_s
+        deadline = time.monotonic() + lease_s
         op = ReadableOperation(metadata, descs, deadline, release=self._release)
         self._readables[key] = op
-        self._poll_delay = 0.0
+        self._last_activity = time.monotonic()
         self._ensure_housekeeper()
         return op
 
@@ -202,7 +204,7 @@ class Connector:
         elif state is ReadableState.EXPIRED:
             log.warning("readable %s expired unread; its buffers are freed", key)
         self._counters[state.value] += 1
-        self._poll_delay = 0.0
+        self._last_activity = time.monotonic()  # a consumer that just finished may read again
         op.finish(state)
 
     def _ensure_housekeeper(self) -> None:
@@ -212,15 +214,16 @@ class Connector:
             self._housekeeper = loop.create_task(self._housekeep())
 
     async def _housekeep(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._readables:
             if self._nixl is not None:
                 self._nixl.poll()
-            now = loop.time()
+            now = time.monotonic()
             for op in [op for op in self._readables.values() if op.deadline <= now]:
                 self._finish(op.key, ReadableState.EXPIRED)
-            await asyncio.sleep(self._poll_delay)
-            self._poll_delay = min(self._poll_delay * 2 or 50e-6, _MAX_HOUSEKEEPING_DELAY_S)
+            if self._nixl is not None:
+                await pause(now - self._last_activity)
+            else:  # the tcp server is driven by its sockets; only leases need watching
+                await asyncio.sleep(_LEASE_CHECK_S)
         if self._nixl is not None:
             self._nixl.poll()
 

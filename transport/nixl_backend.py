@@ -20,11 +20,10 @@ from typing import Any
 from transport.descriptor import Descriptor
 from transport.errors import TransferError
 from transport.metadata import NixlEndpoint
+from transport.polling import pause
 from transport.registry import Region, RegistrationCache
 
 log = logging.getLogger(__name__)
-
-_MAX_POLL_DELAY_S = 1e-3
 
 
 def _import_nixl() -> Any:
@@ -92,20 +91,20 @@ class NixlBackend:
                 f"cannot start a NIXL read from {endpoint.agent_name}: {exc!r}"
             ) from exc
         try:
-            await self._wait(handle, endpoint.agent_name)
+            await self._wait(handle, endpoint.agent_name, sum(d.nbytes for d in dst))
         except TransferError:
             self._forget(peer)
             raise
         finally:
             _release(handle)
 
-    async def _wait(self, handle: Any, peer_name: str) -> None:
-        delay = 0.0
+    async def _wait(self, handle: Any, peer_name: str, nbytes: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             status = self._agent.transfer(handle)
             while status == "PROC":
-                await asyncio.sleep(delay)
-                delay = min(delay * 2 or 20e-6, _MAX_POLL_DELAY_S)
+                await pause(loop.time() - started, nbytes)
                 status = self._agent.check_xfer_state(handle)
         except Exception as exc:
             raise TransferError(f"NIXL read from {peer_name} failed: {exc!r}") from exc

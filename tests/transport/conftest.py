@@ -32,7 +32,11 @@ class PeerProcess:
             stderr=self.stderr,
             env={**os.environ, **env},
         )
-        self.port = self._wait_for_port()
+        try:
+            self.port = self._wait_for_port()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_for_port(self) -> int:
         # NIXL's Python logger writes to stdout too, so look for our line among others.
@@ -44,7 +48,6 @@ class PeerProcess:
                 return int(line.split()[1])
             if not line:
                 break
-        self.stop()
         raise RuntimeError(f"transport peer did not start:\n{self.stderr_text()}")
 
     @property

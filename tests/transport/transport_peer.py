@@ -22,10 +22,15 @@ FRAME = struct.Struct("!I")
 
 
 def make_tensor(dtype: str, nbytes: int, seed: int) -> torch.Tensor:
-    """Random bytes viewed as `dtype`, so every bit pattern (NaNs too) must survive."""
+    """Random bytes viewed as `dtype`, so every bit pattern (NaNs too) must survive.
+
+    `nbytes` must be a multiple of 128 (16 rows of whole 64-bit words).
+    """
     generator = torch.Generator().manual_seed(seed)
-    raw = torch.randint(0, 256, (nbytes,), dtype=torch.uint8, generator=generator)
-    return raw.view(getattr(torch, dtype)).view(16, -1)
+    words = torch.randint(
+        -(2**63), 2**63 - 1, (nbytes // 8,), dtype=torch.int64, generator=generator
+    )
+    return words.view(getattr(torch, dtype)).view(16, -1)
 
 
 def digest(tensor: torch.Tensor) -> str:
