@@ -85,13 +85,17 @@ CASES: dict[str, Callable[[bytes], int]] = {
 BASELINE = "decode every frame"
 
 
-def timed(run: Callable[[bytes], int], data: bytes, repeats: int) -> tuple[list[float], int]:
-    seconds, frames = [], 0
+def timed(data: bytes, repeats: int) -> dict[str, tuple[list[float], int]]:
+    """Seconds per run and frames returned, per case; rounds interleave the cases so
+    that load from other processes lands on all of them alike."""
+    seconds: dict[str, list[float]] = {case: [] for case in CASES}
+    frames: dict[str, int] = {}
     for _ in range(repeats):
-        start = time.perf_counter()
-        frames = run(data)
-        seconds.append(time.perf_counter() - start)
-    return seconds, frames
+        for case, run in CASES.items():
+            start = time.perf_counter()
+            frames[case] = run(data)
+            seconds[case].append(time.perf_counter() - start)
+    return {case: (seconds[case], frames[case]) for case in CASES}
 
 
 def main() -> None:
@@ -109,8 +113,7 @@ def main() -> None:
             f"generated a {args.seconds} s clip with gop {gop} ({keyframe_count(clip)} "
             f"keyframes): {len(clip) / 1e6:.1f} MB in {time.perf_counter() - start:.0f} s"
         )
-        for case, run in CASES.items():
-            seconds, frames = timed(run, clip, args.repeats)
+        for case, (seconds, frames) in timed(clip, args.repeats).items():
             rows.append(
                 {
                     "gop": gop,
