@@ -183,7 +183,10 @@ class MediaOptions(BaseModel):
         request = _parse_video_kwargs(video_kwargs or {})
         _forbid_both_modes(request.num_frames, request.fps)
         if request.num_frames is not None:
-            mode: dict[str, Any] = {"num_frames": request.num_frames}
+            mode: dict[str, Any] = {
+                "num_frames": request.num_frames,
+                "max_frames": request.max_frames,
+            }
         elif request.fps is not None:
             mode = {"fps": request.fps, "max_frames": request.max_frames or self.max_frames}
         elif self.fps is not None:

@@ -73,6 +73,8 @@ def test_max_frames_without_fps_is_a_400() -> None:
     with pytest.raises(MediaError, match="max_frames=4 caps fps") as caught:
         MediaOptions(num_frames=8).video_sampling({"max_frames": 4})
     assert caught.value.status == 400
+    with pytest.raises(MediaError, match="max_frames=4 caps fps"):
+        MediaOptions(fps=2.0).video_sampling({"num_frames": 8, "max_frames": 4})
 
 
 def test_request_may_lower_limits() -> None:
