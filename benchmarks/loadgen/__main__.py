@@ -1,0 +1,174 @@
+"""Load generator for any OpenAI-compatible chat endpoint, with video requests.
+
+    python -m benchmarks.loadgen --base-url http://127.0.0.1:8000/v1 --model tiny \\
+        --label vidgraph-agg --concurrency 1,2,4,8,16,32 --num-requests 64 \\
+        [--rate 2,4] [--duration S] [--warmup N] [--wait-ready S] \\
+        [--video-share F] [--repeat-share F] [--text-share F] [--video-seconds 1,2,4] \\
+        [--max-tokens 32] [--slo-ttft-ms MS] [--slo-itl-ms MS] [--seed 0] \\
+        [--out benchmarks/results/LABEL.json] [--save-requests]
+
+Writes one JSON file per sweep (one entry per load point) and prints a table.
+Exits 1 when no request of the whole sweep succeeded, so a driver script notices
+a broken server instead of plotting zeros.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.loadgen.report import markdown_table
+from benchmarks.loadgen.runner import LoadPoint, RunConfig, run_sweep
+from benchmarks.loadgen.stats import Slo
+from benchmarks.loadgen.workload import Workload, WorkloadSpec
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+
+
+def numbers(kind: type) -> Callable[[str], list]:
+    """argparse type for a comma-separated list such as `1,2,4`."""
+    return lambda text: [kind(item) for item in text.split(",") if item]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.loadgen",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1")
+    p.add_argument("--model", default="tiny", help="the `model` field of every request")
+    p.add_argument("--label", default="run", help="the system's name in tables and plots")
+    p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/LABEL.json)")
+    load = p.add_argument_group("load")
+    load.add_argument(
+        "--concurrency",
+        type=numbers(int),
+        default=[1],
+        help="closed-loop sweep, e.g. 1,2,4,8,16,32; with --rate: in-flight cap",
+    )
+    load.add_argument(
+        "--rate",
+        type=numbers(float),
+        help="Poisson arrival rates in requests/s, e.g. 1,2,4 (open loop)",
+    )
+    load.add_argument(
+        "--num-requests",
+        type=int,
+        help="requests per load point (default 100; with --duration, the cap: 1000)",
+    )
+    load.add_argument("--duration", type=float, help="seconds per load point")
+    load.add_argument("--warmup", type=int, default=2, help="unmeasured requests before the sweep")
+    load.add_argument(
+        "--wait-ready",
+        type=float,
+        default=0.0,
+        help="wait up to this many seconds for GET /models to answer first",
+    )
+    load.add_argument("--request-timeout", type=float, default=600.0)
+    load.add_argument("--seed", type=int, default=0, help="workload mix and arrival times")
+    mix = p.add_argument_group("workload mix (shares sum to 1)")
+    mix.add_argument(
+        "--video-share", type=float, help="fresh, never-seen videos (default: 1 - repeat - text)"
+    )
+    mix.add_argument(
+        "--repeat-share",
+        type=float,
+        default=0.0,
+        help="videos re-sent byte for byte from a hot pool (embedding-cache hits)",
+    )
+    mix.add_argument("--text-share", type=float, default=0.0, help="text-only prompts")
+    mix.add_argument("--repeat-pool", type=int, default=4, help="number of hot videos")
+    mix.add_argument("--video-seconds", type=numbers(float), default=[1.0, 2.0, 4.0])
+    mix.add_argument("--video-fps", type=int, default=10)
+    mix.add_argument("--video-size", default="96x64", help="WIDTHxHEIGHT")
+    mix.add_argument("--max-tokens", type=int, default=32, help="output tokens of every request")
+    slo = p.add_argument_group("goodput")
+    slo.add_argument("--slo-ttft-ms", type=float, help="a good request's TTFT is at most this")
+    slo.add_argument(
+        "--slo-itl-ms", type=float, help="a good request's mean inter-token latency is at most this"
+    )
+    p.add_argument("--save-requests", action="store_true", help="keep per-request records")
+    return p.parse_args(argv)
+
+
+def workload_spec(args: argparse.Namespace) -> WorkloadSpec:
+    width, height = (int(side) for side in args.video_size.lower().split("x"))
+    video_share = args.video_share
+    if video_share is None:
+        video_share = 1.0 - args.repeat_share - args.text_share
+    return WorkloadSpec(
+        video_share=video_share,
+        repeat_share=args.repeat_share,
+        text_share=args.text_share,
+        video_seconds=tuple(args.video_seconds),
+        fps=args.video_fps,
+        width=width,
+        height=height,
+        repeat_pool=args.repeat_pool,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+    )
+
+
+def load_points(args: argparse.Namespace) -> list[LoadPoint]:
+    if args.rate:
+        cap = max(args.concurrency) if args.concurrency != [1] else None
+        return [LoadPoint(concurrency=cap, rate=rate) for rate in args.rate]
+    return [LoadPoint(concurrency=c) for c in args.concurrency]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = workload_spec(args)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    num_requests = args.num_requests or (1000 if args.duration else 100)
+    config = RunConfig(
+        base_url=args.base_url,
+        model=args.model,
+        num_requests=num_requests,
+        duration_s=args.duration,
+        warmup=args.warmup,
+        slo=Slo(ttft_ms=args.slo_ttft_ms, itl_ms=args.slo_itl_ms),
+        seed=args.seed,
+        request_timeout_s=args.request_timeout,
+        save_requests=args.save_requests,
+    )
+    started = time.time()
+    runs = asyncio.run(
+        run_sweep(
+            config, Workload(spec), load_points(args), args.label, wait_ready_s=args.wait_ready
+        )
+    )
+    result = {
+        "label": args.label,
+        "base_url": args.base_url,
+        "model": args.model,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "command": " ".join(sys.argv),
+        "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "num_requests": num_requests,
+        "duration_s": args.duration,
+        "warmup": args.warmup,
+        "workload": spec.to_json(),
+        "runs": runs,
+    }
+    out = args.out or RESULTS / f"{args.label}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown_table([result]))
+    print(f"\nwrote {out}")
+    return 0 if any(run["summary"]["completed"] for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
