@@ -25,6 +25,11 @@ Calling another component from `start()` or a handler::
     encoders.stream(..., instance_id=chosen)      # a given instance, bypassing the router
     await encoders.collect_stats()                # {instance_id: stats() + inflight}
 
+A component with its own server (the frontend) runs it in `run()` and makes it
+return in `stop()`; the runtime owns SIGTERM/SIGINT, so disable uvicorn's own
+signal capture. The graph's other components: `self.graph.names()`; the
+graph's first component is its entry point.
+
 Failures arrive as `protocol.errors.ServiceError` subclasses: whatever the
 handler raised (other exceptions become status 500), `WorkerLost` (503, the
 instance died or left), `NoInstances` (503), `DeadlineExceeded` (504).

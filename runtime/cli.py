@@ -15,7 +15,7 @@ from pathlib import Path
 
 from runtime.config import ConfigError, load_config, parse_overrides
 from runtime.etcd_server import EtcdServer
-from runtime.graph import load_graph
+from runtime.graph import GraphError, load_graph
 from runtime.supervisor import Supervisor, say
 
 
@@ -83,5 +83,5 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         sys.exit(serve(args, extra))
-    except ConfigError as error:
+    except (ConfigError, GraphError, ConnectionError) as error:
         sys.exit(f"vidgraph: {error}")

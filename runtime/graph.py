@@ -11,6 +11,7 @@ to). `vidgraph serve graphs.agg` imports the module and serves the one
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,12 +49,24 @@ class Graph:
         return [component.name for component in self.components]
 
 
+class GraphError(ValueError):
+    """The graph module cannot be found or does not define exactly one graph."""
+
+
 def load_graph(module_path: str) -> Graph:
     """Import `module_path` (e.g. `graphs.agg`) and return the one Graph it defines."""
-    module = importlib.import_module(module_path)
+    try:
+        module = importlib.import_module(module_path)
+    except ModuleNotFoundError as error:
+        if error.name is None or not module_path.startswith(error.name):
+            raise  # the graph exists but imports something missing: show the traceback
+        raise GraphError(
+            f"no graph module {module_path!r} importable from {Path.cwd()}; "
+            "run from the project directory or check the name (e.g. graphs.agg)"
+        ) from None
     graphs = [value for value in vars(module).values() if isinstance(value, Graph)]
     if len(graphs) != 1:
-        raise ValueError(
+        raise GraphError(
             f"{module_path} defines {len(graphs)} graphs; it must define exactly one, "
             "e.g. `graph = Frontend.link(Processor).link(Worker)`"
         )

@@ -28,7 +28,7 @@ from runtime.client import STATS_ENDPOINT
 from runtime.component import Component
 from runtime.config import ComponentConfig, ConfigError, load_config, parse_overrides
 from runtime.distributed import DistributedRuntime
-from runtime.graph import Graph, load_graph
+from runtime.graph import Graph, GraphError, load_graph
 from runtime.server import Context
 
 log = logging.getLogger("runtime.worker")
@@ -129,7 +129,7 @@ def main() -> None:
     )
     try:
         sys.exit(asyncio.run(_main(args, overrides)))
-    except ConfigError as error:
+    except (ConfigError, GraphError, ConnectionError) as error:
         sys.exit(f"vidgraph worker: {error}")
 
 
