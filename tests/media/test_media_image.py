@@ -1,12 +1,14 @@
 """decode_image: any Pillow format as a one-frame video, upright, within limits."""
 
 import io
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from media import MediaError, MediaOptions, decode_image, decode_image_sync
+import media.image
+from media import DecodedVideo, MediaError, MediaOptions, decode_image, decode_image_sync
 
 EXIF_ORIENTATION = 0x0112
 
@@ -74,6 +76,16 @@ def test_unreadable_images_are_refused(data: bytes) -> None:
     assert caught.value.rule == "unreadable"
 
 
-async def test_decode_image_is_awaitable() -> None:
+async def test_decode_image_runs_off_the_event_loop_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    threads: list[threading.Thread] = []
+
+    def spy(data: bytes, options: MediaOptions) -> DecodedVideo:
+        threads.append(threading.current_thread())
+        return decode_image_sync(data, options)
+
+    monkeypatch.setattr(media.image, "decode_image_sync", spy)
     image = await decode_image(_image_bytes(8, 8), MediaOptions())
     assert image.frames.shape == (1, 8, 8, 3)
+    assert threads and threads[0] is not threading.current_thread()

@@ -1,13 +1,15 @@
 """decode_video on real videos made with PyAV: exact sampling, orientation, damage, limits."""
 
 import io
+import threading
 from collections.abc import Callable
 
 import av
 import numpy as np
 import pytest
 
-from media import MediaError, VideoSampling, decode_video, decode_video_sync
+import media.video
+from media import DecodedVideo, MediaError, VideoSampling, decode_video, decode_video_sync
 
 CODECS = [
     ("libx264", "mp4", "yuv420p"),
@@ -230,6 +232,16 @@ def test_fps_that_would_exceed_the_frame_limit_is_refused(mp4_video: bytes) -> N
     assert len(video.frames) == 20
 
 
-async def test_decode_video_is_awaitable(mp4_video: bytes, frame_levels: Levels) -> None:
+async def test_decode_video_runs_off_the_event_loop_thread(
+    monkeypatch: pytest.MonkeyPatch, mp4_video: bytes, frame_levels: Levels
+) -> None:
+    threads: list[threading.Thread] = []
+
+    def spy(data: bytes, sampling: VideoSampling) -> DecodedVideo:
+        threads.append(threading.current_thread())
+        return decode_video_sync(data, sampling)
+
+    monkeypatch.setattr(media.video, "decode_video_sync", spy)
     video = await decode_video(mp4_video, VideoSampling(num_frames=2))
     assert frame_levels(video.frames) == [0, 15]
+    assert threads and threads[0] is not threading.current_thread()
