@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -46,6 +47,8 @@ from protocol.openai import (
     now,
 )
 from runtime import Component, ComponentConfig
+
+log = logging.getLogger(__name__)
 
 
 class FrontendConfig(ComponentConfig):
@@ -127,6 +130,14 @@ class Frontend(Component):
                     param=".".join(loc) or None,
                 ),
                 request.state.request_id,
+            )
+
+        @app.exception_handler(Exception)
+        async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+            log.exception("unexpected error answering %s", request.url.path)
+            return error_response(
+                ServiceError(f"internal error: {type(exc).__name__}: {exc}"),
+                getattr(request.state, "request_id", ""),
             )
 
         @app.post("/v1/chat/completions", response_model=ChatCompletion)

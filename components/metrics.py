@@ -35,7 +35,8 @@ class _WorkerStatsCollector(Collector):
         for component, instances in sorted(self.latest.items()):
             for instance, stats in sorted(instances.items()):
                 for stat, value in sorted(stats.items()):
-                    family.add_metric([component, instance, stat], float(value))
+                    if isinstance(value, int | float):  # a label-like stat has no gauge value
+                        family.add_metric([component, instance, stat], float(value))
         yield family
 
 

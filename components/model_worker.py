@@ -29,15 +29,23 @@ class ModelWorkerConfig(ComponentConfig):
 
 
 async def load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
-    """Loads the configured checkpoint off the event loop (`max_num_seqs=0`: no KV cache)."""
+    """Loads the configured checkpoint (`max_num_seqs=0`: no KV cache).
+
+    Importing torch, building the tiny model on first use and loading weights
+    take seconds; they run in a thread so the event loop keeps the etcd lease
+    alive meanwhile.
+    """
+    return await asyncio.to_thread(_load_engine, config, max_num_seqs)
+
+
+def _load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
     import torch
 
     from engine import Engine, resolve_model
 
     if config.device == "cpu":
         torch.set_num_threads(config.cpu_threads)
-    return await asyncio.to_thread(
-        Engine.load,
+    return Engine.load(
         resolve_model(config.model),
         config.device,
         config.dtype,

@@ -12,9 +12,10 @@ Images are sent as one-frame videos: LLaVA-NeXT-Video encodes both the same way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -38,6 +39,9 @@ from protocol.openai import (
     VideoUrlPart,
 )
 from runtime import Component, ComponentConfig, Context, endpoint
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class ProcessorConfig(ComponentConfig):
@@ -94,15 +98,20 @@ def sampling_options(
     )
 
 
+def load_tokenizer(model: str) -> PreTrainedTokenizerBase:
+    """The checkpoint's tokenizer, whose chat template is the model's own."""
+    from transformers import AutoTokenizer
+
+    from engine import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model(model))
+
+
 class Processor(Component):
     Config = ProcessorConfig
 
     async def start(self) -> None:
-        from transformers import AutoTokenizer
-
-        from engine import resolve_model
-
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.config.model))
+        self.tokenizer = await asyncio.to_thread(load_tokenizer, self.config.model)
         self.decoders = self.client("DecodeWorker")
 
     @endpoint

@@ -54,9 +54,7 @@ def serve_graph(
     """`vidgraph serve GRAPH -f CONFIG OVERRIDES...` on a free port, healthy, then stopped."""
     port = free_port()
     command = [
-        sys.executable,
-        "-m",
-        "runtime.cli",
+        str(Path(sys.executable).with_name("vidgraph")),
         "serve",
         graph,
         "-f",

@@ -73,6 +73,7 @@ class Discovery:
         self._client = client
         self._lease = lease
         self._watchers: dict[str, InstanceWatcher] = {}
+        self._registered = False
         self._keep_alive = asyncio.create_task(self._refresh_forever())
 
     @classmethod
@@ -116,6 +117,7 @@ class Discovery:
         self, component: str, endpoints: Iterable[str], host: str, port: int
     ) -> None:
         """Announce this process as an instance of `component` serving `endpoints`."""
+        await self._renew_if_expired()
         info = codec.encode(
             {"host": host, "port": port, "pid": os.getpid(), "started_at": time.time()}
         )
@@ -123,6 +125,30 @@ class Discovery:
         for endpoint in endpoints:
             key = f"{prefix}{endpoint}/{self.instance_id}"
             await self._client.put(key.encode(), info, lease=self._lease)
+        self._registered = True
+
+    async def _renew_if_expired(self) -> None:
+        """Take a fresh lease if the first one lapsed before anything was registered.
+
+        A worker's `start()` (importing torch, loading weights) can keep the event
+        loop too busy to refresh the lease on a loaded machine. Until the first
+        registration nobody knows this instance, so a new lease is harmless;
+        afterwards a lapsed lease means callers were told we are gone.
+        """
+        if self._registered:
+            return
+        try:
+            reply = await asyncio.wait_for(self._lease.refresh(), self._lease.ttl)
+            if reply.TTL > 0:
+                return
+        except (aetcd.ClientError, TimeoutError) as error:
+            log.warning("lease check failed (%s); taking a new lease", error)
+        self._keep_alive.cancel()
+        self._lease = await self._client.lease(self._lease.ttl)
+        log.info("lease %s lapsed during start-up; now %x", self.instance_id, self._lease.id)
+        self.instance_id = f"{self._lease.id:x}"
+        self.lease_lost.clear()
+        self._keep_alive = asyncio.create_task(self._refresh_forever())
 
     def watch(
         self, component: str, on_vanish: Callable[[Instance], None] | None = None
