@@ -1,19 +1,13 @@
-"""Decode and sample a video with PyAV: index, check limits, then seek and decode.
+"""Decode and sample a video with PyAV: index, check every limit, then decode.
 
-One pass over the packets (demuxing only, no decoding) gives every frame's
-timestamp and the keyframes. From that index the exact frames to return are
-known before anything is decoded, so every limit is checked up front, and each
-sampled frame is reached by seeking to the keyframe before it and decoding
-forward from there (or from where decoding already is, when that is closer).
-On the way, frames that are neither sampled nor referenced by other frames
-(most B-frames) are skipped by the decoder.
+The frame index (`media.frames`) tells which frames the sampling picks before
+any is decoded, so the limits on duration, frame count and decoded bytes are
+all checked first; only then are the picked frames decoded and turned into one
+RGB array.
 """
 
 import asyncio
 import io
-from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
-from dataclasses import dataclass
 from fractions import Fraction
 
 import av
@@ -22,8 +16,9 @@ import numpy as np
 
 from media.decoded import DecodedVideo
 from media.errors import MediaError
+from media.frames import FrameIndex, FrameReader
 from media.options import VideoSampling
-from media.sampling import frame_shown_at, sample_times
+from media.sampling import sample_times
 
 
 async def decode_video(data: bytes, sampling: VideoSampling) -> DecodedVideo:
@@ -63,14 +58,14 @@ def _sample(container: av.container.InputContainer, sampling: VideoSampling) -> 
     stream = container.streams.video[0]
     if container.duration is not None:
         _check_duration(Fraction(container.duration, av.time_base), sampling)
-    index = _FrameIndex.scan(container, stream, sampling.strict)
+    index = FrameIndex.scan(container, stream)
     _check_duration(index.duration, sampling)
     times = sample_times(index.duration, sampling)
     _check_frame_count(len(times), index.duration, sampling)
     size = (stream.codec_context.width, stream.codec_context.height)
     _check_alloc(len(times), *size, sampling)
-    picks = [index.pts[frame_shown_at(index.pts, index.timestamp(t))] for t in times]
-    reader = _FrameReader(container, stream, index, wanted=set(picks))
+    picks = [index.shown_at(t) for t in times]
+    reader = FrameReader(container, stream, index, wanted=set(picks))
     frames, kept = _decode(reader, picks, size, sampling.strict)
     return DecodedVideo(
         frames=frames,
@@ -80,133 +75,8 @@ def _sample(container: av.container.InputContainer, sampling: VideoSampling) -> 
     )
 
 
-@dataclass(frozen=True)
-class _FrameIndex:
-    """Every frame's timestamp and the keyframes, read from packets without decoding."""
-
-    pts: list[int]
-    """Presentation timestamps (stream time base), ascending."""
-    keyframes: list[int]
-    time_base: Fraction
-    duration: Fraction
-    """Seconds from the first frame's start to the last frame's end."""
-
-    def seconds(self, pts: int) -> Fraction:
-        """A timestamp as seconds from the first frame."""
-        return (pts - self.pts[0]) * self.time_base
-
-    def timestamp(self, seconds: Fraction) -> Fraction:
-        """Seconds from the first frame as a (fractional) timestamp, for exact comparisons."""
-        return self.pts[0] + seconds / self.time_base
-
-    def keyframe_before(self, pts: int) -> int:
-        position = bisect_right(self.keyframes, pts)
-        return self.keyframes[position - 1] if position else self.pts[0]
-
-    def frames_between(self, start: int, end: int) -> int:
-        """How many frames lie strictly between timestamps `start` and `end`."""
-        return bisect_left(self.pts, end) - bisect_right(self.pts, start)
-
-    @classmethod
-    def scan(
-        cls, container: av.container.InputContainer, stream: av.VideoStream, strict: bool
-    ) -> "_FrameIndex":
-        """Demux every packet once; a damaged tail is kept out unless `strict` refuses it."""
-        packets: list[tuple[int, bool, int]] = []
-        try:
-            for packet in container.demux(stream):
-                if packet.pts is not None:
-                    packets.append((packet.pts, packet.is_keyframe, packet.duration or 0))
-        except av.error.FFmpegError as error:
-            if strict:
-                raise MediaError(
-                    f"the video is damaged after {len(packets)} frames ({error}); send an "
-                    "intact file, or set strict to false to sample what is readable",
-                    rule="strict",
-                ) from None
-        if not packets:
-            raise MediaError(
-                "the video has no readable frames; send a video with frames", rule="empty-media"
-            )
-        packets.sort()
-        last_pts, _, last_duration = packets[-1]
-        return cls(
-            pts=[pts for pts, _, _ in packets],
-            keyframes=[pts for pts, is_key, _ in packets if is_key],
-            time_base=stream.time_base,
-            duration=(last_pts + last_duration - packets[0][0]) * stream.time_base,
-        )
-
-
-class _FrameReader:
-    """Hands out frames by timestamp, seeking only when that skips frames.
-
-    Seeking lands on the keyframe before the wanted frame. When decoding is
-    already at or past that keyframe, or the keyframe is the very next frame,
-    decoding on is never slower than seeking (which also flushes the decoder).
-    """
-
-    def __init__(
-        self,
-        container: av.container.InputContainer,
-        stream: av.VideoStream,
-        index: _FrameIndex,
-        wanted: set[int],
-    ) -> None:
-        self._container = container
-        self._stream = stream
-        self.index = index
-        self._wanted = wanted
-        self._frames: Iterator[av.VideoFrame] = iter(())
-        self._position: int | None = None
-        """Timestamp of the last frame decoded, or None when a seek is needed."""
-        self._ahead: av.VideoFrame | None = None
-        """A frame decoded past the last request, kept for the next one."""
-        self.last_error: str | None = None
-
-    def frame(self, pts: int) -> av.VideoFrame | None:
-        """The frame with timestamp `pts` (ascending calls), or None if it did not decode."""
-        keyframe = self.index.keyframe_before(pts)
-        if self._position is None or self.index.frames_between(self._position, keyframe) > 0:
-            self._seek(keyframe)
-        frame = self._ahead if self._ahead is not None else self._next()
-        while frame is not None and frame.pts < pts:
-            frame = self._next()
-        if frame is None or frame.pts > pts:
-            self._ahead = frame
-            return None
-        self._ahead = None
-        return None if frame.is_corrupt else frame
-
-    def _next(self) -> av.VideoFrame | None:
-        frame = next(self._frames, None)
-        self._position = None if frame is None else frame.pts
-        return frame
-
-    def _seek(self, pts: int) -> None:
-        self._container.seek(pts, stream=self._stream, backward=True)
-        self._frames = self._decode_from_here()
-        self._ahead = None
-
-    def _decode_from_here(self) -> Iterator[av.VideoFrame]:
-        """Frames with timestamps, in presentation order; a packet that fails is skipped."""
-        try:
-            for packet in self._container.demux(self._stream):
-                # A frame no other frame refers to is only worth decoding if it is wanted.
-                wanted = packet.pts in self._wanted
-                self._stream.codec_context.skip_frame = "DEFAULT" if wanted else "NONREF"
-                try:
-                    frames = self._stream.decode(packet)
-                except av.error.FFmpegError as error:
-                    self.last_error = str(error)
-                    continue
-                yield from (frame for frame in frames if frame.pts is not None)
-        except av.error.FFmpegError as error:
-            self.last_error = str(error)
-
-
 def _decode(
-    reader: _FrameReader, picks: list[int], size: tuple[int, int], strict: bool
+    reader: FrameReader, picks: list[int], size: tuple[int, int], strict: bool
 ) -> tuple[np.ndarray, list[int]]:
     """RGB frames for `picks` (timestamps, repeats allowed) and the timestamps kept."""
     slots: dict[int, list[int]] = {}
