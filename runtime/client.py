@@ -9,12 +9,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from protocol.errors import NoInstances, ServiceError
+from protocol.errors import NoInstances, ServiceError, WorkerLost
 from runtime.connection import ConnectionPool
 from runtime.discovery import Instance, InstanceWatcher
 from runtime.routers import Router
 
 DEFAULT_DEADLINE_S = 600.0
+MAX_ATTEMPTS = 3  # instances tried for one request, when they fail before replying
 STATS_ENDPOINT = "__stats__"
 
 
@@ -58,17 +59,34 @@ class Client:
         the loop early (break, `aclose()`, cancellation) cancels the remote
         handler; `deadline_s` bounds the whole stream (DeadlineExceeded).
         Replies are plain msgpack values: dicts, not pydantic models.
+
+        An instance lost before its first reply (killed, or refusing work
+        while it drains) is retried on another one: nothing was observed yet,
+        so the caller cannot tell. Once replies flow, `WorkerLost` is raised.
         """
         timeout_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
+        deadline = time.monotonic() + timeout_s
+        request_id = request_id or uuid.uuid4().hex
         if not self._watcher.ready.is_set():
             await self._wait_listed(timeout_s)
-        instance = self._pick(endpoint, instance_id)
-        replies = self._connections.get(instance.address).stream(
-            endpoint, request, timeout_s=timeout_s, request_id=request_id or uuid.uuid4().hex
-        )
-        async with contextlib.aclosing(replies):
-            async for reply in replies:
-                yield reply
+        lost: set[str] = set()
+        while True:
+            instance = self._pick(endpoint, instance_id, avoid=lost)
+            replies = self._connections.get(instance.address).stream(
+                endpoint, request, timeout_s=deadline - time.monotonic(), request_id=request_id
+            )
+            replied = False
+            try:
+                async with contextlib.aclosing(replies):
+                    async for reply in replies:
+                        replied = True
+                        yield reply
+                return
+            except WorkerLost:
+                lost.add(instance.instance_id)
+                others = [i for i in self.instances(endpoint) if i.instance_id not in lost]
+                if replied or instance_id is not None or len(lost) >= MAX_ATTEMPTS or not others:
+                    raise
 
     async def call(self, endpoint: str, request: Any, **kwargs: Any) -> Any:
         """Send `request` to an endpoint that answers with exactly one reply, and return it."""
@@ -105,8 +123,8 @@ class Client:
         except TimeoutError:
             raise NoInstances(f"could not list {self.component} instances from etcd") from None
 
-    def _pick(self, endpoint: str, instance_id: str | None) -> Instance:
-        candidates = self.instances(endpoint)
+    def _pick(self, endpoint: str, instance_id: str | None, avoid: set[str]) -> Instance:
+        candidates = [i for i in self.instances(endpoint) if i.instance_id not in avoid]
         if instance_id is not None:
             chosen = [i for i in candidates if i.instance_id == instance_id]
             if not chosen:

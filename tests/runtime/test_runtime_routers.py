@@ -84,11 +84,16 @@ async def test_real_requests_follow_the_router(workers, runtime: DistributedRunt
         await stream.aclose()
     assert len({reply["instance_id"] for reply in firsts}) == 3
 
+    # A killed worker stays registered until its lease expires; requests go elsewhere.
+    killed = workers.processes[2]
+    killed.kill()
+    served_by = Counter([(await round_robin.call("echo", {}))["pid"] for _ in range(10)])
+    assert killed.pid not in served_by
+
     # A worker that stops is skipped as soon as its registration is gone.
     leaving = workers.processes[0]
     leaving.send_signal(signal.SIGTERM)
-    while len(round_robin.instances()) == 3:
+    while leaving.pid in {i.pid for i in round_robin.instances()}:
         await asyncio.sleep(0.005)
     served_by = Counter([(await round_robin.call("echo", {}))["pid"] for _ in range(10)])
-    assert leaving.pid not in served_by
-    assert len(served_by) == 2
+    assert set(served_by) == {workers.processes[1].pid}
