@@ -21,7 +21,7 @@ serve: install
 	$(VENV)/bin/vidgraph serve graphs.agg -f configs/agg.yaml
 
 demo: install
-	$(PY) -m engine.demo
+	$(PY) examples/demo.py
 
 test: install
 	$(PY) -m pytest -q

@@ -41,17 +41,20 @@ class Detokenizer:
         return self._release(final=False)
 
     def flush(self) -> str:
-        """Returns whatever was held back for stop-string matching, at the end of the stream."""
+        """Returns everything held back, at the end of the stream: a stop-string candidate,
+        or bytes that never became a whole character (a model may emit invalid UTF-8)."""
         if self.stopped:
             return ""
+        self._pending += self._decode_new(final=True)
         return self._release(final=True)
 
-    def _decode_new(self) -> str:
+    def _decode_new(self, final: bool = False) -> str:
+        """Text of the tokens not yet decoded; at the end, invalid bytes too (as U+FFFD)."""
         prefix = self._tokenizer.decode(
             self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True
         )
         full = self._tokenizer.decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
-        if len(full) <= len(prefix) or full.endswith(_PARTIAL):
+        if len(full) <= len(prefix) or (full.endswith(_PARTIAL) and not final):
             return ""
         self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
         return full[len(prefix) :]

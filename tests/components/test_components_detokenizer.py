@@ -42,3 +42,10 @@ def test_held_back_tail_is_released_at_the_end() -> None:
     assert "".join(pieces) == "abcST"
     assert pieces[-1] == "cST"  # the last len("STOP") - 1 characters wait for the end
     assert not detok.stopped
+
+
+def test_bytes_that_never_complete_a_character_come_out_at_the_end() -> None:
+    detok = Detokenizer(ByteTokenizer())
+    pieces = [detok.add([b]) for b in b"ok \xe4\xb8"]  # a 3-byte character cut after 2 bytes
+    pieces.append(detok.flush())
+    assert "".join(pieces) == "ok \ufffd"
