@@ -30,6 +30,7 @@ class PeerProcess:
             [sys.executable, str(PEER_SCRIPT), "--backend", backend],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
+            bufsize=0,  # unbuffered: select() must not miss lines already read ahead
             env={**os.environ, **env},
         )
         try:
