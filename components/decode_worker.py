@@ -1,34 +1,39 @@
 """DecodeWorker: owns a sequence from its prompt to its last token.
 
-The story of a request here: get each video's embeddings from an EncodeWorker
-(read over NIXL from that worker's memory), add the sequence to the engine's
-running batch, and stream its tokens back as the continuous-batching loop
-produces them. A cancelled request (the client went away) is aborted in the
-engine at once, which frees its KV cache.
+The story of a request here:
+1. decide where the prompt runs. With `remote-prefill`, a PrefillWorker runs it
+   unless conditional disaggregation keeps it here: a short text-only prompt
+   costs less to prefill than to ship its KV, and when every prefill worker's
+   queue is full, waiting would cost more than prefilling locally;
+2. locally: get each video's embeddings from EncodeWorkers over NIXL and add the
+   sequence to the engine's running batch;
+   remotely: the PrefillWorker returns the first token and where its KV cache
+   lies; read the KV over NIXL and add the sequence to the batch with it;
+3. stream the tokens back as the continuous-batching loop produces them. A
+   cancelled request (the client went away) is aborted in the engine at once,
+   which frees its KV cache.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from components.model_worker import ModelWorkerConfig, load_engine
-from protocol.errors import ServiceError
+from components.embeddings import EmbeddingSource, check_prompt_fits
+from components.model_worker import ModelWorkerConfig, load_engine, transport_stats
 from protocol.messages import (
-    EncodeRequest,
-    EncodeResponse,
     GenerateRequest,
-    MediaRef,
+    PrefillRequest,
+    PrefillResponse,
     TokenLogprobs,
     TokenOutput,
 )
 from runtime import Component, Context, endpoint
 
 if TYPE_CHECKING:
-    import torch
+    from engine import SamplingParams, StepOutput
 
 # torch, the engine and NIXL are imported in start(): every process of the graph
 # imports this module through graphs/, and the frontend should not pay for them.
@@ -36,6 +41,10 @@ if TYPE_CHECKING:
 
 class DecodeWorkerConfig(ModelWorkerConfig):
     max_num_seqs: int = Field(default=32, ge=1)
+    remote_prefill: bool = False
+    conditional_disagg: bool = True
+    max_local_prefill_length: int = Field(default=64, ge=0)
+    max_prefill_queue_size: int = Field(default=8, ge=1)
 
 
 class DecodeWorker(Component):
@@ -46,60 +55,101 @@ class DecodeWorker(Component):
         from transport import Connector
 
         self.engine = AsyncEngine(await load_engine(self.config, self.config.max_num_seqs))
-        self.encoders = self.client("EncodeWorker")
         self.transport = Connector.get(self.config.transport)
-        self.embedding_bytes_read = 0
+        self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
+        self.prefills = self.client("PrefillWorker") if self.config.remote_prefill else None
+        self.counts = {"local_prefills": 0, "remote_prefills": 0, "kv_bytes_read": 0}
 
     @endpoint
     async def generate(
         self, request: dict[str, Any], ctx: Context
     ) -> AsyncIterator[dict[str, Any]]:
-        req = GenerateRequest.model_validate(request)
-        embeddings = await asyncio.gather(
-            *(self.fetch_embeddings(req, media) for media in req.media)
-        )
-        prompt_len = (
-            len(req.prompt_token_ids) - len(embeddings) + sum(e.shape[0] for e in embeddings)
-        )
-        if prompt_len + 1 > self.config.max_model_len:
-            raise ServiceError(
-                f"the prompt is {prompt_len} tokens with its videos; the model takes "
-                f"{self.config.max_model_len}; send fewer frames (media_io_kwargs) or less text",
-                status=400,
-                type="invalid_request_error",
-                param="messages",
-            )
         from engine import SamplingParams
 
+        req = GenerateRequest.model_validate(request)
         sampling = SamplingParams(**req.sampling.model_dump())
-        async for out in self.engine.generate(
-            req.request_id, req.prompt_token_ids, embeddings, sampling
-        ):
-            yield TokenOutput(
-                token_ids=[out.token_id],
-                logprobs=[TokenLogprobs(logprob=out.logprob, top=out.top_logprobs)]
-                if req.sampling.logprobs is not None
-                else None,
-                finish_reason=out.finish_reason,
-                prompt_tokens=out.prompt_tokens,
-            ).model_dump()
+        if self.prefill_remotely(req):
+            self.counts["remote_prefills"] += 1
+            outputs = self.remote_prefill_then_decode(req, sampling, ctx)
+        else:
+            self.counts["local_prefills"] += 1
+            outputs = self.local_prefill_then_decode(req, sampling, ctx)
+        async for output in outputs:
+            yield output.model_dump()
 
-    async def fetch_embeddings(self, req: GenerateRequest, media: MediaRef) -> torch.Tensor:
-        encode = EncodeRequest(
-            request_id=req.request_id, media=media, media_io_kwargs=req.media_io_kwargs
+    def prefill_remotely(self, req: GenerateRequest) -> bool:
+        if self.prefills is None:
+            return False
+        queues = [self.prefills.inflight(i) for i in self.prefills.instances("prefill")]
+        if not queues:
+            return False  # no prefill worker (yet): serve rather than fail
+        if not self.config.conditional_disagg:
+            return True
+        short_text = (
+            not req.media and len(req.prompt_token_ids) < self.config.max_local_prefill_length
         )
-        reply = EncodeResponse.model_validate(
-            await self.encoders.call("encode", encode.model_dump())
+        return not short_text and min(queues) < self.config.max_prefill_queue_size
+
+    async def local_prefill_then_decode(
+        self, req: GenerateRequest, sampling: SamplingParams, ctx: Context
+    ) -> AsyncIterator[TokenOutput]:
+        embeddings = await self.embeddings.fetch(
+            req.request_id, req.media, req.media_io_kwargs, ctx.time_left()
         )
+        check_prompt_fits(req.prompt_token_ids, embeddings, self.config.max_model_len)
+        steps = self.engine.generate(req.request_id, req.prompt_token_ids, embeddings, sampling)
+        async for step in steps:
+            yield token_output(step, sampling)
+
+    async def remote_prefill_then_decode(
+        self, req: GenerateRequest, sampling: SamplingParams, ctx: Context
+    ) -> AsyncIterator[TokenOutput]:
+        from engine import SequenceKV
         from transport import RdmaMetadata
 
-        [embeddings] = await self.transport.read(RdmaMetadata.from_dict(reply.embeddings))
-        self.embedding_bytes_read += embeddings.numel() * embeddings.element_size()
-        return embeddings
+        assert self.prefills is not None
+        prefill = PrefillRequest(
+            request_id=req.request_id,
+            prompt_token_ids=req.prompt_token_ids,
+            media=req.media,
+            media_io_kwargs=req.media_io_kwargs,
+            sampling=req.sampling,
+        )
+        reply = PrefillResponse.model_validate(
+            await self.prefills.call("prefill", prefill.model_dump(), deadline_s=ctx.time_left())
+        )
+        # Read the KV before answering, even when the first token is the last:
+        # reading is what tells the prefill worker it may free the buffer.
+        [kv] = await self.transport.read(RdmaMetadata.from_dict(reply.kv))
+        self.counts["kv_bytes_read"] += kv.numel() * kv.element_size()
+        yield TokenOutput(
+            token_ids=[reply.first_token],
+            logprobs=[reply.first_logprobs] if sampling.logprobs is not None else None,
+            finish_reason=reply.finish_reason,
+            prompt_tokens=reply.prompt_tokens,
+        )
+        if reply.finish_reason is not None:
+            return
+        steps = self.engine.generate_prefilled(
+            req.request_id, req.prompt_token_ids, reply.first_token, SequenceKV(kv), sampling
+        )
+        async for step in steps:
+            yield token_output(step, sampling)
 
     def stats(self) -> dict[str, float]:
         return {
+            **self.counts,
             "running_sequences": self.engine.num_running,
-            "embedding_bytes_read": self.embedding_bytes_read,
-            **{f"transport_{k}": v for k, v in self.transport.stats().items()},
+            "embedding_bytes_read": self.embeddings.bytes_read,
+            **transport_stats(self.transport),
         }
+
+
+def token_output(step: StepOutput, sampling: SamplingParams) -> TokenOutput:
+    logprobs = TokenLogprobs(logprob=step.logprob, top=step.top_logprobs)
+    return TokenOutput(
+        token_ids=[step.token_id],
+        logprobs=[logprobs] if sampling.logprobs is not None else None,
+        finish_reason=step.finish_reason,
+        prompt_tokens=step.prompt_tokens,
+    )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from components.embedding_cache import EmbeddingCache
-from components.model_worker import ModelWorkerConfig, load_engine
+from components.model_worker import ModelWorkerConfig, load_engine, transport_stats
 from media import MediaError, MediaFetcher, MediaOptions, decode_image, decode_video
 from protocol.errors import ServiceError
 from protocol.messages import EncodeRequest, EncodeResponse
@@ -108,5 +108,5 @@ class EncodeWorker(Component):
             "embedding_cache_misses": self.cache.misses,
             "embedding_cache_bytes": self.cache.bytes,
             "media_encoded": self.encoded,
-            **{f"transport_{k}": v for k, v in self.transport.stats().items()},
+            **transport_stats(self.transport),
         }

@@ -12,11 +12,12 @@ is a 400, not a broken stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any
 
@@ -49,6 +50,14 @@ from protocol.openai import (
 from runtime import Component, ComponentConfig
 
 log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the runtime owns SIGTERM and calls stop()."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class FrontendConfig(ComponentConfig):
@@ -84,7 +93,7 @@ class Frontend(Component):
         self.processors = self.components["Processor"]
         self.metrics = FrontendMetrics()
         self.inflight = 0
-        self.server = uvicorn.Server(
+        self.server = _Server(
             uvicorn.Config(
                 self.build_app(), host=self.config.host, port=self.config.port, log_level="warning"
             )
@@ -96,10 +105,13 @@ class Frontend(Component):
     async def stop(self) -> None:
         self.server.should_exit = True
 
-    async def graph_instances(self) -> dict[str, list[str]]:
-        """Every component of the graph with the ids of its live instances."""
+    async def graph_instances(self) -> dict[str, list[dict[str, str | int]]]:
+        """Every component of the graph with its live instances."""
         return {
-            name: sorted(i.instance_id for i in client.instances())
+            name: [
+                {"id": i.instance_id, "address": i.address, "pid": i.pid}
+                for i in sorted(client.instances(), key=lambda i: i.instance_id)
+            ]
             for name, client in self.components.items()
         }
 

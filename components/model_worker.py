@@ -17,6 +17,7 @@ from runtime import ComponentConfig
 
 if TYPE_CHECKING:
     from engine import Engine
+    from transport import Connector
 
 
 class ModelWorkerConfig(ComponentConfig):
@@ -52,3 +53,10 @@ def _load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
         max_num_seqs=max_num_seqs,
         max_model_len=config.max_model_len,
     )
+
+
+def transport_stats(transport: Connector) -> dict[str, float]:
+    """The connector's counters as worker stats; `transport_nixl` is 1 when NIXL moves the bytes."""
+    stats = transport.stats()
+    numbers = {f"transport_{k}": float(v) for k, v in stats.items() if k != "backend"}
+    return {**numbers, "transport_nixl": float(stats["backend"] == "nixl")}

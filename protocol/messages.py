@@ -119,8 +119,8 @@ class PrefillResponse(BaseModel):
     """The first token plus where to read the sequence's KV cache from."""
 
     first_token: int
-    first_logprobs: TokenLogprobs | None = None
+    first_logprobs: TokenLogprobs
     finish_reason: FinishReason | None = None
     prompt_tokens: int
+    # NIXL metadata of one tensor in the engine's KV export layout (engine.KV_LAYOUT).
     kv: dict[str, Any]
-    kv_layout: dict[str, Any]

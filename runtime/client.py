@@ -32,6 +32,10 @@ class Client:
         """Live instances (serving `endpoint`, if given) as etcd reports them now."""
         return self._watcher.instances(endpoint)
 
+    def inflight(self, instance: Instance) -> int:
+        """Requests this caller has in flight to `instance`: its queue, as far as we know."""
+        return self._connections.inflight(instance.address)
+
     async def wait_for_instances(self, count: int = 1, timeout_s: float = 30.0) -> list[Instance]:
         """Wait until at least `count` instances are live, e.g. while the graph starts."""
         deadline = time.monotonic() + timeout_s

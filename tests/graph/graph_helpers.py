@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
+import httpx
 import numpy as np
+import openai
 import torch
 from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
+from graphs.serve import RunningGraph
 from media import MediaOptions, decode_video_sync
 
 NUM_FRAMES = 8  # configs/*.yaml: Common.num-frames
+MAX_TOKENS = 12
 
 
 def data_url(path: Path) -> str:
@@ -56,3 +61,34 @@ def token_ids(logprobs_content: list) -> list[int]:
         assert token.startswith("token_id:"), token
         ids.append(int(token.removeprefix("token_id:")))
     return ids
+
+
+def ask(client: openai.OpenAI, messages: list[dict], **kwargs) -> openai.types.chat.ChatCompletion:
+    return client.chat.completions.create(
+        model="tiny",
+        messages=messages,
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        logprobs=True,
+        extra_body={"return_tokens_as_token_ids": True},
+        **kwargs,
+    )
+
+
+def worker_stats(graph: RunningGraph, component: str, stat: str) -> dict[str, float]:
+    """One worker stat of each of a component's instances, from /metrics."""
+    body = httpx.get(f"{graph.base_url}/metrics").text
+    pattern = (
+        rf'^vidgraph_worker_stat{{component="{component}",instance="([^"]+)",stat="{stat}"}} (\S+)$'
+    )
+    return {i: float(v) for i, v in re.findall(pattern, body, flags=re.M)}
+
+
+def worker_stat(graph: RunningGraph, component: str, stat: str) -> float:
+    """One worker stat summed over a component's instances."""
+    return sum(worker_stats(graph, component, stat).values())
+
+
+def metric(graph: RunningGraph, name: str) -> float:
+    body = httpx.get(f"{graph.base_url}/metrics").text
+    return float(re.search(rf"^{name} (\S+)$", body, flags=re.M).group(1))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,11 +10,18 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from graph_helpers import Reference, data_url, token_ids, user_message
+from graph_helpers import (
+    MAX_TOKENS,
+    Reference,
+    ask,
+    data_url,
+    metric,
+    token_ids,
+    user_message,
+    worker_stat,
+)
 
 from graphs.serve import ROOT, RunningGraph, serve_graph
-
-MAX_TOKENS = 12
 
 
 @pytest.fixture(scope="module")
@@ -33,18 +39,6 @@ def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[Runnin
 @pytest.fixture(scope="module")
 def client(graph: RunningGraph) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)
-
-
-def ask(client: openai.OpenAI, messages: list[dict], **kwargs) -> openai.types.chat.ChatCompletion:
-    return client.chat.completions.create(
-        model="tiny",
-        messages=messages,
-        max_tokens=MAX_TOKENS,
-        temperature=0,
-        logprobs=True,
-        extra_body={"return_tokens_as_token_ids": True},
-        **kwargs,
-    )
 
 
 CASES = {"text only": [], "one video": [1], "two videos": [2, 3]}
@@ -114,20 +108,6 @@ def test_sixteen_concurrent_videos_each_get_their_own_answer(
 
     assert dict(zip(seeds, answers, strict=True)) == expected
     assert len({tuple(a) for a in answers}) > 1  # different videos, different answers
-
-
-def worker_stat(graph: RunningGraph, component: str, stat: str) -> float:
-    """Sum of one worker stat over a component's instances, from /metrics."""
-    body = httpx.get(f"{graph.base_url}/metrics").text
-    pattern = (
-        rf'^vidgraph_worker_stat{{component="{component}",instance="[^"]+",stat="{stat}"}} (\S+)$'
-    )
-    return sum(float(v) for v in re.findall(pattern, body, flags=re.M))
-
-
-def metric(graph: RunningGraph, name: str) -> float:
-    body = httpx.get(f"{graph.base_url}/metrics").text
-    return float(re.search(rf"^{name} (\S+)$", body, flags=re.M).group(1))
 
 
 def test_a_repeated_video_hits_the_embedding_cache(

@@ -1,0 +1,74 @@
+"""Getting a prompt's media embeddings from the EncodeWorkers, for decode and prefill workers.
+
+The request for each video goes over the request plane to a router-chosen
+EncodeWorker; the tensor itself comes back over NIXL, read straight from that
+worker's memory. Videos of one prompt are fetched concurrently, so a prompt
+with two videos can use two encode workers at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from protocol.errors import ServiceError
+from protocol.messages import EncodeRequest, EncodeResponse, MediaRef
+from runtime import Client
+
+if TYPE_CHECKING:
+    import torch
+
+    from transport import Connector
+
+
+class EmbeddingSource:
+    def __init__(self, encoders: Client, transport: Connector) -> None:
+        self.encoders = encoders
+        self.transport = transport
+        self.bytes_read = 0
+
+    async def fetch(
+        self,
+        request_id: str,
+        media: list[MediaRef],
+        media_io_kwargs: dict[str, dict[str, Any]] | None,
+        deadline_s: float,
+    ) -> list[torch.Tensor]:
+        return list(
+            await asyncio.gather(
+                *(self._one(request_id, item, media_io_kwargs, deadline_s) for item in media)
+            )
+        )
+
+    async def _one(
+        self,
+        request_id: str,
+        media: MediaRef,
+        media_io_kwargs: dict[str, dict[str, Any]] | None,
+        deadline_s: float,
+    ) -> torch.Tensor:
+        from transport import RdmaMetadata
+
+        request = EncodeRequest(request_id=request_id, media=media, media_io_kwargs=media_io_kwargs)
+        reply = EncodeResponse.model_validate(
+            await self.encoders.call("encode", request.model_dump(), deadline_s=deadline_s)
+        )
+        [embeddings] = await self.transport.read(RdmaMetadata.from_dict(reply.embeddings))
+        self.bytes_read += embeddings.numel() * embeddings.element_size()
+        return embeddings
+
+
+def check_prompt_fits(
+    prompt_token_ids: list[int], embeddings: list[torch.Tensor], max_model_len: int
+) -> int:
+    """The prompt's length with each placeholder expanded; a 400 if no token would fit after it."""
+    length = len(prompt_token_ids) - len(embeddings) + sum(e.shape[0] for e in embeddings)
+    if length + 1 > max_model_len:
+        raise ServiceError(
+            f"the prompt is {length} tokens with its videos; the model takes {max_model_len}; "
+            "send fewer frames (media_io_kwargs) or less text",
+            status=400,
+            type="invalid_request_error",
+            param="messages",
+        )
+    return length

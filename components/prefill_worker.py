@@ -1,0 +1,80 @@
+"""PrefillWorker: runs a prompt for a DecodeWorker and hands the KV cache back over NIXL.
+
+The story of a request here: get each video's embeddings from EncodeWorkers
+(over NIXL), run the prompt with the embeddings spliced in at the video
+placeholders, sample the first token, and expose the sequence's KV cache as a
+NIXL-readable buffer. The reply carries the first token and where to read the
+KV from; the DecodeWorker pulls it into its own cache and the buffer is freed
+on its completion notice, or when the lease runs out if it never comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import Field
+
+from components.embeddings import EmbeddingSource, check_prompt_fits
+from components.model_worker import ModelWorkerConfig, load_engine, transport_stats
+from protocol.messages import PrefillRequest, PrefillResponse, TokenLogprobs
+from runtime import Component, Context, endpoint
+
+# torch, the engine and NIXL are imported in start(): every process of the graph
+# imports this module through graphs/, and the frontend should not pay for them.
+
+
+class PrefillWorkerConfig(ModelWorkerConfig):
+    kv_lease_s: float = Field(default=60.0, gt=0)
+
+
+class PrefillWorker(Component):
+    Config = PrefillWorkerConfig
+
+    async def start(self) -> None:
+        from engine import AsyncEngine
+        from transport import Connector
+
+        # Prefill only: the KV leaves with each reply, so no KV cache is kept here.
+        self.engine = AsyncEngine(await load_engine(self.config, max_num_seqs=0))
+        self.transport = Connector.get(self.config.transport)
+        self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
+        self.prefills = 0
+        self.kv_bytes_exposed = 0
+
+    @endpoint
+    async def prefill(self, request: dict[str, Any], ctx: Context) -> AsyncIterator[dict[str, Any]]:
+        from engine import SamplingParams
+        from transport import Descriptor
+
+        req = PrefillRequest.model_validate(request)
+        embeddings = await self.embeddings.fetch(
+            req.request_id, req.media, req.media_io_kwargs, ctx.time_left()
+        )
+        check_prompt_fits(req.prompt_token_ids, embeddings, self.config.max_model_len)
+        first, kv = await self.engine.prefill_export(
+            req.request_id,
+            req.prompt_token_ids,
+            embeddings,
+            SamplingParams(**req.sampling.model_dump()),
+        )
+        readable = await self.transport.create_readable(
+            [Descriptor(kv.data)], lease_s=self.config.kv_lease_s
+        )
+        self.prefills += 1
+        self.kv_bytes_exposed += kv.data.numel() * kv.data.element_size()
+        yield PrefillResponse(
+            first_token=first.token_id,
+            first_logprobs=TokenLogprobs(logprob=first.logprob, top=first.top_logprobs),
+            finish_reason=first.finish_reason,
+            prompt_tokens=first.prompt_tokens,
+            kv=readable.metadata.to_dict(),
+        ).model_dump()
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "prefills": self.prefills,
+            "kv_bytes_exposed": self.kv_bytes_exposed,
+            "embedding_bytes_read": self.embeddings.bytes_read,
+            **transport_stats(self.transport),
+        }

@@ -1,0 +1,222 @@
+"""The disaggregated graph: prefill workers, KV cache and embeddings over NIXL, 2 encode workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from graph_helpers import (
+    MAX_TOKENS,
+    Reference,
+    ask,
+    token_ids,
+    user_message,
+    worker_stat,
+    worker_stats,
+)
+
+from graphs.serve import ROOT, RunningGraph, serve_graph
+
+CONFIG = ROOT / "configs" / "disagg.yaml"
+LONG_TEXT = "Tell me, in many careful words, about " + "the river and the hills " * 12
+
+
+@pytest.fixture(scope="module")
+def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
+    log = tmp_path_factory.mktemp("disagg") / "serve.log"
+    with serve_graph(
+        "graphs.disagg",
+        CONFIG,
+        f"--EncodeWorker.allowed-local-media-path={media_dir}",
+        log_path=log,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(graph: RunningGraph) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)
+
+
+def instances(graph: RunningGraph, component: str) -> list[dict]:
+    return httpx.get(f"{graph.base_url}/health").json()["instances"][component]
+
+
+CASES = {
+    "long text only": (LONG_TEXT, []),
+    "one video": ("What?", [5]),
+    "two videos": ("Both?", [6, 7]),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("case", CASES)
+def test_remote_prefill_gives_transformers_greedy_tokens(
+    case: str,
+    stream: bool,
+    client: openai.OpenAI,
+    graph: RunningGraph,
+    reference: Reference,
+    video: Callable[[int], Path],
+) -> None:
+    text, seeds = CASES[case]
+    videos = [video(s) for s in seeds]
+    remote_before = worker_stat(graph, "DecodeWorker", "remote_prefills")
+
+    answer = ask(client, user_message(text, [f"file://{v}" for v in videos]), stream=stream)
+
+    if stream:
+        got = [
+            i
+            for c in answer
+            if c.choices and c.choices[0].logprobs
+            for i in token_ids(c.choices[0].logprobs.content)
+        ]
+    else:
+        got = token_ids(answer.choices[0].logprobs.content)
+    assert got == reference.greedy(text, videos, MAX_TOKENS)
+    assert worker_stat(graph, "DecodeWorker", "remote_prefills") == remote_before + 1
+
+
+def test_kv_and_embeddings_crossed_processes_over_nixl(
+    client: openai.OpenAI, graph: RunningGraph, video: Callable[[int], Path]
+) -> None:
+    ask(client, user_message("Counted?", [f"file://{video(8)}"]))
+    assert worker_stat(graph, "PrefillWorker", "kv_bytes_exposed") > 0
+    assert worker_stat(graph, "DecodeWorker", "kv_bytes_read") > 0
+    assert worker_stat(graph, "PrefillWorker", "embedding_bytes_read") > 0
+    for component in ("DecodeWorker", "PrefillWorker", "EncodeWorker"):
+        nixl = worker_stats(graph, component, "transport_nixl")
+        assert nixl and all(v == 1 for v in nixl.values()), (component, nixl)
+    served = worker_stat(graph, "EncodeWorker", "transport_bytes_served")
+    assert served >= worker_stat(graph, "PrefillWorker", "embedding_bytes_read")
+
+
+def test_conditional_disagg_keeps_short_text_local(
+    client: openai.OpenAI, graph: RunningGraph, video: Callable[[int], Path]
+) -> None:
+    local = worker_stat(graph, "DecodeWorker", "local_prefills")
+    remote = worker_stat(graph, "DecodeWorker", "remote_prefills")
+
+    ask(client, user_message("Hi!", []))
+    assert worker_stat(graph, "DecodeWorker", "local_prefills") == local + 1
+    assert worker_stat(graph, "DecodeWorker", "remote_prefills") == remote
+
+    ask(client, user_message("Hi!", [f"file://{video(9)}"]))
+    assert worker_stat(graph, "DecodeWorker", "remote_prefills") == remote + 1
+
+
+def _concurrently(graph: RunningGraph, urls: list[str]) -> list[list[int] | Exception]:
+    client = openai.AsyncOpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)
+
+    async def one(url: str) -> list[int] | Exception:
+        try:
+            answer = await client.chat.completions.create(
+                model="tiny",
+                messages=user_message("What happens?", [url]),
+                max_tokens=MAX_TOKENS,
+                temperature=0,
+                logprobs=True,
+                extra_body={"return_tokens_as_token_ids": True},
+            )
+        except openai.APIError as error:
+            return error
+        return token_ids(answer.choices[0].logprobs.content)
+
+    async def run() -> list[list[int] | Exception]:
+        return await asyncio.gather(*(one(u) for u in urls))
+
+    return asyncio.run(run())
+
+
+def test_sixteen_concurrent_videos_use_both_encode_workers(
+    graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
+) -> None:
+    seeds = list(range(100, 116))
+    before = worker_stats(graph, "EncodeWorker", "media_encoded")
+    assert len(before) == 2
+
+    answers = _concurrently(graph, [f"file://{video(s)}" for s in seeds])
+
+    assert answers == [reference.greedy("What happens?", [video(s)], MAX_TOKENS) for s in seeds]
+    after = worker_stats(graph, "EncodeWorker", "media_encoded")
+    assert all(after[i] > before[i] for i in before), (before, after)
+
+
+def test_an_encode_worker_killed_mid_traffic_loses_nothing_silently(
+    graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
+) -> None:
+    victim = instances(graph, "EncodeWorker")[0]
+    seeds = list(range(200, 212))
+    urls = [f"file://{video(s)}" for s in seeds]
+
+    async def kill_soon() -> None:
+        await asyncio.sleep(0.3)
+        os.kill(victim["pid"], signal.SIGKILL)
+
+    def traffic_with_a_kill() -> list[list[int] | Exception]:
+        async def both() -> list[list[int] | Exception]:
+            killer = asyncio.create_task(kill_soon())
+            answers = await asyncio.to_thread(_concurrently, graph, urls)
+            await killer
+            return answers
+
+        return asyncio.run(both())
+
+    answers = traffic_with_a_kill()
+
+    for seed, answer in zip(seeds, answers, strict=True):
+        if isinstance(answer, Exception):  # failed cleanly: an OpenAI error with a status
+            assert isinstance(answer, openai.APIStatusError) and answer.status_code >= 500
+        else:
+            assert answer == reference.greedy("What happens?", [video(seed)], MAX_TOKENS)
+    later = _concurrently(graph, [f"file://{video(s)}" for s in (220, 221, 222)])
+    assert all(not isinstance(a, Exception) for a in later), later
+
+
+def test_an_encode_worker_added_while_serving_is_used(
+    graph: RunningGraph, media_dir: Path, video: Callable[[int], Path]
+) -> None:
+    etcd = re.search(r"started etcd on (\S+)", graph.log()).group(1)
+    before = {i["id"] for i in instances(graph, "EncodeWorker")}
+    extra = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime.worker",
+            "graphs.disagg",
+            "EncodeWorker",
+            "--etcd",
+            etcd,
+            "-f",
+            str(CONFIG),
+            f"--EncodeWorker.allowed-local-media-path={media_dir}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(instances(graph, "EncodeWorker")) <= len(before):
+            assert time.monotonic() < deadline, "the added encode worker never registered"
+            assert extra.poll() is None, "the added encode worker exited"
+            time.sleep(0.5)
+        [added] = {i["id"] for i in instances(graph, "EncodeWorker")} - before
+
+        _concurrently(graph, [f"file://{video(s)}" for s in range(300, 309)])
+
+        assert worker_stats(graph, "EncodeWorker", "media_encoded").get(added, 0) > 0
+    finally:
+        extra.terminate()
+        extra.wait(60)
