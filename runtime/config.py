@@ -51,6 +51,9 @@ class ServiceArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     workers: int = Field(default=1, ge=1)
+    # GPUs to spread this component's workers over, one each, round-robin
+    # (worker i sees only devices[i % len(devices)] as CUDA_VISIBLE_DEVICES).
+    devices: list[int] | None = Field(default=None, min_length=1)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,11 @@ class ServiceSettings:
 
     config: ComponentConfig
     workers: int
+    devices: tuple[int, ...] | None = None
+
+    def device_of(self, index: int) -> int | None:
+        """The GPU worker `index` is pinned to, if the section names `ServiceArgs.devices`."""
+        return None if self.devices is None else self.devices[index % len(self.devices)]
 
 
 class ConfigError(ValueError):
@@ -131,7 +139,8 @@ def load_config(
         config = _validate(config_class, values, name, source, origins, problems)
         args = _validate(ServiceArgs, service_args, name, source, origins, problems, SERVICE_ARGS)
         if config is not None and args is not None:
-            settings[name] = ServiceSettings(config=config, workers=args.workers)
+            devices = tuple(args.devices) if args.devices else None
+            settings[name] = ServiceSettings(config=config, workers=args.workers, devices=devices)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return settings

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,9 @@ class EndpointServer:
         self._outbox = Outbox(self._socket, on_unreachable=self._forget_caller)
         self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
         self._accepting = True
+        # Per endpoint: requests finished, and seconds they took (for /metrics).
+        self.requests: Counter[str] = Counter()
+        self.request_seconds: defaultdict[str, float] = defaultdict(float)
         self._receiver = asyncio.create_task(self._receive_forever())
 
     @property
@@ -86,6 +90,7 @@ class EndpointServer:
     async def _serve(
         self, peer: bytes, rid: int, endpoint: str, body: Any, context: Context
     ) -> None:
+        started = time.monotonic()
         try:
             await self._stream_replies(peer, rid, endpoint, body, context)
         except asyncio.CancelledError:
@@ -96,6 +101,8 @@ class EndpointServer:
             self._outbox.put([Kind.ERROR, rid, ServiceError.wrap(error).to_dict()], peer)
         finally:
             del self._tasks[(peer, rid)]
+            self.requests[endpoint] += 1
+            self.request_seconds[endpoint] += time.monotonic() - started
 
     async def _stream_replies(
         self, peer: bytes, rid: int, endpoint: str, body: Any, context: Context

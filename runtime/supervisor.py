@@ -10,6 +10,7 @@ the supervisor itself die without that chance (see `dies_with_parent`).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -37,10 +38,19 @@ class WorkerSpec:
     component: str
     index: int
     command: tuple[str, ...]
+    device: int | None = None
 
     @property
     def label(self) -> str:
         return f"{self.component}[{self.index}]"
+
+
+def worker_env(spec: WorkerSpec) -> dict[str, str]:
+    """The supervisor's environment, narrowed to the worker's own GPU when it has one."""
+    env = dict(os.environ)
+    if spec.device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(spec.device)
+    return env
 
 
 class Supervisor:
@@ -62,7 +72,7 @@ class Supervisor:
         base = [sys.executable, "-m", "runtime.worker", graph_module]
         options = ["--etcd", etcd_address, "--namespace", namespace, *worker_args]
         self._specs = [
-            WorkerSpec(name, index, (*base, name, *options))
+            WorkerSpec(name, index, (*base, name, *options), settings[name].device_of(index))
             for name in graph.names()
             for index in range(settings[name].workers)
         ]
@@ -98,7 +108,7 @@ class Supervisor:
         while not self._stopping.is_set():
             started = time.monotonic()
             process = await asyncio.create_subprocess_exec(
-                *dies_with_parent(spec.command), start_new_session=True
+                *dies_with_parent(spec.command), start_new_session=True, env=worker_env(spec)
             )
             self._processes[spec] = process
             code = await process.wait()

@@ -46,7 +46,9 @@ async def serve(component: Component, *, drain_timeout_s: float = DRAIN_TIMEOUT_
 
     async def stats(request: None, ctx: Context) -> AsyncIterator[dict[str, float]]:
         # `server` is bound below, before any request can arrive; -1: not counting this one.
-        yield {**component.stats(), "inflight": server.inflight - 1}
+        timings = {f"requests_{e}": n for e, n in server.requests.items()}
+        timings |= {f"request_seconds_{e}": t for e, t in server.request_seconds.items()}
+        yield {**component.stats(), **timings, "inflight": server.inflight - 1}
 
     try:
         handlers = component.handlers()

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from runtime.config import ComponentConfig, ConfigError, load_config, parse_overrides
+from runtime.supervisor import Supervisor, worker_env
 
 
 class WorkerConfig(ComponentConfig):
@@ -120,3 +121,24 @@ def test_malformed_override_says_the_expected_shape() -> None:
 def test_unreadable_or_non_mapping_files_are_reported(tmp_path: Path) -> None:
     assert "cannot read config file" in error_of(tmp_path / "missing.yaml")
     assert "top level must be a mapping" in error_of(write(tmp_path, "- a\n- b\n"))
+
+
+def test_service_args_devices_pin_each_worker_to_one_gpu(tmp_path) -> None:
+    path = tmp_path / "graph.yaml"
+    path.write_text("Worker:\n  ServiceArgs: {workers: 5, devices: [0, 1, 2, 3]}\n")
+    settings = load_config(path, {"Worker": ComponentConfig})
+    assert [settings["Worker"].device_of(i) for i in range(5)] == [0, 1, 2, 3, 0]
+
+    class Graph:
+        def names(self) -> list[str]:
+            return ["Worker"]
+
+    supervisor = Supervisor("g", Graph(), settings, [], "127.0.0.1:1", "ns")
+    envs = [worker_env(spec).get("CUDA_VISIBLE_DEVICES") for spec in supervisor._specs]
+    assert envs == ["0", "1", "2", "3", "0"]
+
+
+def test_without_devices_workers_keep_the_environment(tmp_path) -> None:
+    path = tmp_path / "graph.yaml"
+    path.write_text("Worker:\n  ServiceArgs: {workers: 2}\n")
+    assert load_config(path, {"Worker": ComponentConfig})["Worker"].device_of(1) is None
