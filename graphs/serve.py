@@ -8,6 +8,7 @@ process group so that stopping it can never leave a worker or etcd behind.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,6 +42,14 @@ class RunningGraph:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    @property
+    def etcd_address(self) -> str:
+        """The embedded etcd's HOST:PORT, for workers started beside the graph."""
+        found = re.search(r"started etcd on (\S+)", self.log())
+        if found is None:
+            raise RuntimeError("this graph uses an external etcd (no 'started etcd' line)")
+        return found.group(1)
 
 
 @contextmanager

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from graph_helpers import (
     worker_stat,
 )
 
-from graphs.serve import ROOT, RunningGraph, serve_graph
+from graphs.serve import ROOT, RunningGraph, free_port, serve_graph
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +201,51 @@ def test_health_lists_every_component_and_models_lists_tiny(graph: RunningGraph)
     assert [m["id"] for m in models["data"]] == ["tiny"]
     assert httpx.get(f"{graph.base_url}/live").status_code == 200
     assert "/v1/chat/completions" in httpx.get(f"{graph.base_url}/openapi.json").json()["paths"]
+
+
+def test_a_frontend_with_no_live_workers_answers_503(graph: RunningGraph) -> None:
+    """A frontend alone in its namespace: every request is a clear 503, /health says why."""
+    port = free_port()
+    lonely = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime.worker",
+            "graphs.agg",
+            "Frontend",
+            "--etcd",
+            graph.etcd_address,
+            "--namespace",
+            "lonely",
+            "-f",
+            str(ROOT / "configs" / "agg.yaml"),
+            f"--Frontend.port={port}",
+            "--Frontend.host=127.0.0.1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"{base}/health")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and lonely.poll() is None
+                time.sleep(0.3)
+        assert health.status_code == 503
+        assert health.json()["instances"]["Processor"] == []
+
+        response = httpx.post(
+            f"{base}/v1/chat/completions", json=chat(user_message("hi", [])), timeout=60
+        )
+
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["type"] == "service_unavailable"
+        assert response.headers["retry-after"]
+    finally:
+        lonely.terminate()
+        lonely.wait(30)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -187,7 +186,6 @@ def test_an_encode_worker_killed_mid_traffic_loses_nothing_silently(
 def test_an_encode_worker_added_while_serving_is_used(
     graph: RunningGraph, media_dir: Path, video: Callable[[int], Path]
 ) -> None:
-    etcd = re.search(r"started etcd on (\S+)", graph.log()).group(1)
     before = {i["id"] for i in instances(graph, "EncodeWorker")}
     extra = subprocess.Popen(
         [
@@ -197,7 +195,7 @@ def test_an_encode_worker_added_while_serving_is_used(
             "graphs.disagg",
             "EncodeWorker",
             "--etcd",
-            etcd,
+            graph.etcd_address,
             "-f",
             str(CONFIG),
             f"--EncodeWorker.allowed-local-media-path={media_dir}",
