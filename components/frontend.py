@@ -125,9 +125,19 @@ class Frontend(Component):
 
         @app.middleware("http")
         async def request_id_header(request: Request, call_next: Any) -> Response:
-            request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            request.state.request_id = request_id
+            started = time.perf_counter()
             response = await call_next(request)
-            response.headers["x-request-id"] = request.state.request_id
+            response.headers["x-request-id"] = request_id
+            log.info(
+                "request %s %s %s -> %d in %.3f s",
+                request_id,
+                request.method,
+                request.url.path,
+                response.status_code,
+                time.perf_counter() - started,
+            )
             return response
 
         @app.exception_handler(RequestValidationError)
