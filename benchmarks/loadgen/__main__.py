@@ -21,20 +21,15 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+from benchmarks.loadgen.options import add_workload_arguments, numbers, workload_spec
 from benchmarks.loadgen.report import markdown_table
 from benchmarks.loadgen.runner import LoadPoint, RunConfig, run_sweep
 from benchmarks.loadgen.stats import Slo
-from benchmarks.loadgen.workload import Workload, WorkloadSpec
+from benchmarks.loadgen.workload import Workload
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
-
-
-def numbers(kind: type) -> Callable[[str], list]:
-    """argparse type for a comma-separated list such as `1,2,4`."""
-    return lambda text: [kind(item) for item in text.split(",") if item]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -73,23 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="wait up to this many seconds for GET /models to answer first",
     )
     load.add_argument("--request-timeout", type=float, default=600.0)
-    load.add_argument("--seed", type=int, default=0, help="workload mix and arrival times")
-    mix = p.add_argument_group("workload mix (shares sum to 1)")
-    mix.add_argument(
-        "--video-share", type=float, help="fresh, never-seen videos (default: 1 - repeat - text)"
-    )
-    mix.add_argument(
-        "--repeat-share",
-        type=float,
-        default=0.0,
-        help="videos re-sent byte for byte from a hot pool (embedding-cache hits)",
-    )
-    mix.add_argument("--text-share", type=float, default=0.0, help="text-only prompts")
-    mix.add_argument("--repeat-pool", type=int, default=4, help="number of hot videos")
-    mix.add_argument("--video-seconds", type=numbers(float), default=[1.0, 2.0, 4.0])
-    mix.add_argument("--video-fps", type=int, default=10)
-    mix.add_argument("--video-size", default="96x64", help="WIDTHxHEIGHT")
-    mix.add_argument("--max-tokens", type=int, default=32, help="output tokens of every request")
+    add_workload_arguments(p)
     slo = p.add_argument_group("goodput")
     slo.add_argument("--slo-ttft-ms", type=float, help="a good request's TTFT is at most this")
     slo.add_argument(
@@ -97,25 +76,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--save-requests", action="store_true", help="keep per-request records")
     return p.parse_args(argv)
-
-
-def workload_spec(args: argparse.Namespace) -> WorkloadSpec:
-    width, height = (int(side) for side in args.video_size.lower().split("x"))
-    video_share = args.video_share
-    if video_share is None:
-        video_share = 1.0 - args.repeat_share - args.text_share
-    return WorkloadSpec(
-        video_share=video_share,
-        repeat_share=args.repeat_share,
-        text_share=args.text_share,
-        video_seconds=tuple(args.video_seconds),
-        fps=args.video_fps,
-        width=width,
-        height=height,
-        repeat_pool=args.repeat_pool,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
-    )
 
 
 def load_points(args: argparse.Namespace) -> list[LoadPoint]:
@@ -127,10 +87,7 @@ def load_points(args: argparse.Namespace) -> list[LoadPoint]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        spec = workload_spec(args)
-    except ValueError as exc:
-        sys.exit(f"error: {exc}")
+    spec = workload_spec(args)
     num_requests = args.num_requests or (1000 if args.duration else 100)
     config = RunConfig(
         base_url=args.base_url,

@@ -117,8 +117,8 @@ class Workload:
         every system produces the same number of tokens.
         """
         content: list[dict] = [{"type": "text", "text": request.prompt}]
-        if request.video_seed is not None:
-            url = self._video_url(request.video_seed, request.video_seconds)
+        url = self.video_url(request)
+        if url is not None:
             content.append({"type": "video_url", "video_url": {"url": url}})
         max_tokens = self.spec.max_tokens
         return {
@@ -131,6 +131,12 @@ class Workload:
             "ignore_eos": True,
             "min_tokens": max_tokens,
         }
+
+    def video_url(self, request: Request) -> str | None:
+        """The request's video as a `data:` URL (made once per seed and length), if it has one."""
+        if request.video_seed is None:
+            return None
+        return self._video_url(request.video_seed, request.video_seconds)
 
     def prepare(self, indices: range, model: str, *, warmup: bool = False) -> list[PreparedRequest]:
         requests = (self.request(i, warmup=warmup) for i in indices)
