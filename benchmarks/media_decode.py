@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()
     rows = []
     for gop in args.gops:
         start = time.perf_counter()
@@ -150,6 +151,7 @@ def main() -> None:
                     "platform": platform.platform(),
                     "pyav": av.__version__,
                     "ffmpeg_libavcodec": av.library_versions["libavcodec"],
+                    "load_average_1m_before_after": [load_before[0], os.getloadavg()[0]],
                 },
                 "repeats": args.repeats,
                 "results": rows,
