@@ -4,16 +4,23 @@ Several workers share one host's cores on CPU deployments, and torch's default
 of one intra-op thread per core makes them fight over every core at once
 (decode steps were ~8x slower with two workers at two threads each than at one
 thread each). `cpu-threads` bounds each worker; it does nothing on CUDA.
+
+Across hosts, a peer pulls tensors from the address in the transfer metadata.
+NIXL/UCX picks its own interfaces (`UCX_NET_DEVICES`); the tcp fallback
+listens on `transport-host`, by default the address the worker advertises in
+etcd, since loopback is unreachable from another host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from runtime import ComponentConfig
+from runtime.worker import ADVERTISE_ENV, LOOPBACK
 
 if TYPE_CHECKING:
     from engine import Engine
@@ -27,15 +34,27 @@ class ModelWorkerConfig(ComponentConfig):
     cpu_threads: int = Field(default=1, ge=1)
     max_model_len: int = Field(default=4096, ge=16)
     transport: Literal["auto", "nixl", "tcp"] = "auto"
+    transport_host: str | None = None
+
+
+def open_transport(config: ModelWorkerConfig) -> Connector:
+    """This process's connector, its tcp fallback on the address other hosts pull from."""
+    from transport import Connector
+
+    host = config.transport_host or os.environ.get(ADVERTISE_ENV, LOOPBACK)
+    return Connector.get(config.transport, host=host)
 
 
 async def load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
-    """Loads the configured checkpoint (`max_num_seqs=0`: no KV cache).
+    """Opens the transport, then loads the checkpoint (`max_num_seqs=0`: no KV cache).
 
-    Importing torch, building the tiny model on first use and loading weights
-    take seconds; they run in a thread so the event loop keeps the etcd lease
-    alive meanwhile.
+    Every model worker calls this first in `start()`, so the connector is
+    created here with its host; the worker's later `Connector.get(transport)`
+    returns this one. Importing torch, building the tiny model on first use and
+    loading weights take seconds; they run in a thread so the event loop keeps
+    the etcd lease alive meanwhile.
     """
+    open_transport(config)
     return await asyncio.to_thread(_load_engine, config, max_num_seqs)
 
 

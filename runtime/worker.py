@@ -9,6 +9,12 @@ its own (e.g. on another host, against a shared etcd). Its life:
 4. on SIGTERM/SIGINT: revoke the lease so callers stop choosing it, finish
    in-flight requests, `stop()`, exit 0. A crash, or losing the lease, exits 1
    so the supervisor restarts it.
+
+Where it listens is per host, not per graph, so it comes from the command line
+or the environment (which the supervisor passes on to every worker): `--host`
+(VIDGRAPH_HOST, default loopback) is the address the request plane binds, and
+`--advertise-address` (VIDGRAPH_ADVERTISE_ADDRESS) the one registered in etcd
+for other hosts to call, by default the bound one.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +42,51 @@ from runtime.server import Context
 log = logging.getLogger("runtime.worker")
 
 DRAIN_TIMEOUT_S = 30.0
-HOST = "127.0.0.1"
+HOST_ENV = "VIDGRAPH_HOST"
+ADVERTISE_ENV = "VIDGRAPH_ADVERTISE_ADDRESS"
+LOOPBACK = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::", "*")
 
 
-async def serve(component: Component, *, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> int:
-    """Serve `component` until told to stop; returns the process exit code."""
+@dataclass(frozen=True)
+class Address:
+    """Where a worker listens (`bind`) and where other hosts reach it (`advertise`)."""
+
+    bind: str = LOOPBACK
+    advertise: str = LOOPBACK
+
+
+def resolve_address(host: str, advertise: str | None) -> Address:
+    """The advertised address defaults to the bound one, or for a wildcard to this host's name.
+
+    A wildcard cannot be called, so it needs a real address to register: in a
+    Kubernetes pod the host name resolves to the pod IP.
+    """
+    if advertise:
+        return Address(host, advertise)
+    if host not in WILDCARDS:
+        return Address(host, host)
+    name = socket.gethostname()
+    try:
+        resolved = socket.gethostbyname(name)
+    except OSError as error:
+        raise ConfigError(
+            f"--host {host} listens everywhere but this host's name {name!r} does not resolve "
+            f"({error}); set --advertise-address or {ADVERTISE_ENV} to the address others reach"
+        ) from None
+    if resolved.startswith("127."):
+        raise ConfigError(
+            f"--host {host} listens everywhere but this host's name {name!r} resolves to "
+            f"loopback ({resolved}); set --advertise-address or {ADVERTISE_ENV} to the address "
+            "other hosts reach this worker at"
+        )
+    return Address(host, resolved)
+
+
+async def serve(
+    component: Component, address: Address = Address(), *, drain_timeout_s: float = DRAIN_TIMEOUT_S
+) -> int:
+    """Serve `component` on `address` until told to stop; returns the process exit code."""
     runtime = component.runtime
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -52,10 +100,19 @@ async def serve(component: Component, *, drain_timeout_s: float = DRAIN_TIMEOUT_
 
     try:
         handlers = component.handlers()
-        server = runtime.serve({**handlers, STATS_ENDPOINT: stats}, HOST)
+        server = runtime.serve({**handlers, STATS_ENDPOINT: stats}, address.bind)
         await component.start()
-        await runtime.register(component.name, [*handlers, STATS_ENDPOINT], server)
-        log.info("%s serving %s on %s:%d", component.name, list(handlers), HOST, server.port)
+        await runtime.discovery.register(
+            component.name, [*handlers, STATS_ENDPOINT], address.advertise, server.port
+        )
+        log.info(
+            "%s serving %s on %s:%d (registered as %s)",
+            component.name,
+            list(handlers),
+            address.bind,
+            server.port,
+            address.advertise,
+        )
         running = asyncio.create_task(component.run())
         reason = await _first_reason_to_stop(running, stop, runtime.discovery.lease_lost)
         log.info("%s stopping: %s", component.name, reason)
@@ -111,10 +168,13 @@ def build(
 
 
 async def _main(args: argparse.Namespace, overrides: list[str]) -> int:
+    address = resolve_address(args.host, args.advertise_address)
+    # The component's own listeners (the transport's tcp fallback) advertise the same address.
+    os.environ[ADVERTISE_ENV] = address.advertise
     graph = load_graph(args.graph)
     component_class, config = build(graph, args.component, args.config, overrides)
     runtime = await DistributedRuntime.connect(args.etcd, args.namespace)
-    return await serve(component_class(config, runtime, graph))
+    return await serve(component_class(config, runtime, graph), address)
 
 
 def main() -> None:
@@ -124,6 +184,17 @@ def main() -> None:
     parser.add_argument("-f", "--config", type=Path, help="YAML config file")
     parser.add_argument("--etcd", required=True, help="etcd HOST:PORT")
     parser.add_argument("--namespace", default="default")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get(HOST_ENV, LOOPBACK),
+        help=f"address the request plane binds (env {HOST_ENV}; 0.0.0.0 for every interface)",
+    )
+    parser.add_argument(
+        "--advertise-address",
+        default=os.environ.get(ADVERTISE_ENV),
+        help=f"address other hosts reach this worker at, registered in etcd (env {ADVERTISE_ENV}; "
+        "default: --host, or this host name's address when --host is a wildcard)",
+    )
     args, overrides = parser.parse_known_args()
     logging.basicConfig(
         level=logging.INFO,
