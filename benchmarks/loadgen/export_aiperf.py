@@ -2,9 +2,12 @@
 
     python -m benchmarks.loadgen.export_aiperf --num-requests 32 [workload flags] --out FILE
 
-The cross-check must send the same prompts and the same video bytes as our own
-generator, so that a disagreement between the two tools is about measuring, not
-about the workload. aiperf passes `data:` URLs through untouched.
+The cross-check must send the same workload as our own generator, so that a
+disagreement between the two tools is about measuring, not about the requests:
+request i has the kind, prompt and video length of the generator's request i
+(and the same hot videos), but fresh videos of its own, so whichever tool runs
+second does not hit an embedding cache the first one filled. aiperf passes
+`data:` URLs through untouched.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import sys
 from pathlib import Path
 
 from benchmarks.loadgen.options import add_workload_arguments, workload_spec
-from benchmarks.loadgen.workload import Workload
+from benchmarks.loadgen.workload import CROSSCHECK, Workload
+
+# Our request body's fields that aiperf should send verbatim (aiperf builds the rest).
+SAMPLING_FIELDS = ("max_tokens", "min_tokens", "ignore_eos", "temperature")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     workload = Workload(workload_spec(args))
     with args.out.open("w") as out:
         for index in range(args.num_requests):
-            request = workload.request(index)
-            line = {"text": request.prompt}
+            request = workload.request(index, CROSSCHECK)
+            body = workload.body(request, model="")
+            line = {"text": request.prompt, "extra": {k: body[k] for k in SAMPLING_FIELDS}}
             if (url := workload.video_url(request)) is not None:
                 line["video"] = url
             out.write(json.dumps(line) + "\n")

@@ -27,8 +27,8 @@ def plot_sweep(results: Sequence[dict], metric: Metric, ylabel: str, path: Path)
         import matplotlib.pyplot as plt
     except ImportError:
         print(
-            f"skipped {path.name}: matplotlib is not installed "
-            "(`.venv/bin/pip install matplotlib` to get the plots)",
+            f"skipped {path.name}: matplotlib is not installed here; run this with "
+            "benchmarks/.venv-aiperf/bin/python (it has matplotlib) or pip install matplotlib",
             file=sys.stderr,
         )
         return False
@@ -42,6 +42,9 @@ def plot_sweep(results: Sequence[dict], metric: Metric, ylabel: str, path: Path)
     axes.set_xlabel("request rate (req/s)" if open_loop else "concurrency")
     if not open_loop:
         axes.set_xscale("log", base=2)
+    ticks = sorted({x_value(run) for result in results for run in result["runs"]})
+    axes.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+    axes.minorticks_off()
     axes.set_ylabel(ylabel)
     axes.grid(True, alpha=0.3)
     axes.legend()

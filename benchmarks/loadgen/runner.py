@@ -22,7 +22,7 @@ from benchmarks.loadgen.client import send
 from benchmarks.loadgen.progress import Progress
 from benchmarks.loadgen.record import RequestRecord
 from benchmarks.loadgen.stats import Slo, summarize
-from benchmarks.loadgen.workload import PreparedRequest, Workload
+from benchmarks.loadgen.workload import WARMUP, PreparedRequest, Workload
 
 SendOne = Callable[[PreparedRequest], Awaitable[None]]
 
@@ -175,7 +175,7 @@ async def run_sweep(
     async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
         if wait_ready_s:
             await wait_ready(client, config.base_url, wait_ready_s)
-        for request in workload.prepare(range(config.warmup), config.model, warmup=True):
+        for request in workload.prepare(range(config.warmup), config.model, WARMUP):
             record = await send(client, config.chat_url, request)
             if not record.ok:
                 print(f"warning: warm-up request failed: {record.error}", file=sys.stderr)

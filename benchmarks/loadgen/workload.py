@@ -23,6 +23,7 @@ import numpy as np
 from media.samples import write_sample_video
 
 KINDS = ("video", "repeat", "text")
+MEASURED, WARMUP, CROSSCHECK = 0, 1, 2  # request streams, see `Workload.request`
 VIDEO_PROMPTS = (
     "Describe this video.",
     "What happens in this video, step by step?",
@@ -92,10 +93,16 @@ class Workload:
         self.spec = spec
         self._video_url = cache(self._make_video_url)
 
-    def request(self, index: int, *, warmup: bool = False) -> Request:
-        """Request `index` of the measured stream, or of a separate warm-up stream."""
+    def request(self, index: int, stream: int = MEASURED) -> Request:
+        """Request `index` of a stream of requests.
+
+        Kind, prompt and video length depend on (seed, index) only; the bytes of a
+        fresh video also depend on `stream`. So the warm-up and the cross-check
+        streams follow the measured mix request for request without ever sending
+        a fresh video the measured stream sends (which would be a cache hit).
+        """
         spec = self.spec
-        rng = np.random.default_rng([spec.seed, int(warmup), index])
+        rng = np.random.default_rng([spec.seed, index])
         kind = str(rng.choice(KINDS, p=[spec.video_share, spec.repeat_share, spec.text_share]))
         if kind == "text":
             return Request(index, kind, str(rng.choice(TEXT_PROMPTS)))
@@ -104,10 +111,12 @@ class Workload:
             hot = int(rng.integers(spec.repeat_pool))
             seconds = spec.video_seconds[hot % len(spec.video_seconds)]
             return Request(index, kind, prompt, video_seed=hot, video_seconds=seconds)
-        # Fresh videos take seeds above the hot pool's, so they never collide with it.
-        seed = spec.repeat_pool + int(rng.integers(2**31))
         seconds = float(rng.choice(spec.video_seconds))
-        return Request(index, kind, prompt, video_seed=seed, video_seconds=seconds)
+        # Fresh videos take seeds above the hot pool's, so they never collide with it.
+        fresh = np.random.default_rng([spec.seed, index, stream]).integers(2**31)
+        return Request(
+            index, kind, prompt, video_seed=spec.repeat_pool + int(fresh), video_seconds=seconds
+        )
 
     def body(self, request: Request, model: str) -> dict:
         """An OpenAI chat-completion body with a fixed output length on every system.
@@ -138,8 +147,8 @@ class Workload:
             return None
         return self._video_url(request.video_seed, request.video_seconds)
 
-    def prepare(self, indices: range, model: str, *, warmup: bool = False) -> list[PreparedRequest]:
-        requests = (self.request(i, warmup=warmup) for i in indices)
+    def prepare(self, indices: range, model: str, stream: int = MEASURED) -> list[PreparedRequest]:
+        requests = (self.request(i, stream) for i in indices)
         return [PreparedRequest(r.kind, json.dumps(self.body(r, model)).encode()) for r in requests]
 
     def _make_video_url(self, seed: int, seconds: float) -> str:

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from benchmarks.loadgen.workload import Workload, WorkloadSpec
+from benchmarks.loadgen.workload import CROSSCHECK, WARMUP, Workload, WorkloadSpec
 
 MIX = WorkloadSpec(
     video_share=0.5,
@@ -39,8 +39,19 @@ def test_shares_are_followed_and_fresh_videos_never_repeat() -> None:
     assert len(set(fresh)) == len(fresh)
     assert {r.video_seed for r in requests if r.kind == "repeat"} == {0, 1}
     assert not set(fresh) & {0, 1}
-    warmup = {workload.request(i, warmup=True).video_seed for i in range(50)}
-    assert not warmup & set(fresh)
+
+
+def test_other_streams_follow_the_mix_with_videos_of_their_own() -> None:
+    workload = Workload(MIX)
+    measured = [workload.request(i) for i in range(200)]
+    for stream in (WARMUP, CROSSCHECK):
+        other = [workload.request(i, stream) for i in range(200)]
+        assert [(r.kind, r.prompt, r.video_seconds) for r in other] == [
+            (r.kind, r.prompt, r.video_seconds) for r in measured
+        ]
+        pairs = [(a.video_seed, b.video_seed) for a, b in zip(measured, other, strict=True)]
+        assert all(a != b for (a, b), r in zip(pairs, measured, strict=True) if r.kind == "video")
+        assert all(a == b for (a, b), r in zip(pairs, measured, strict=True) if r.kind == "repeat")
 
 
 def test_repeats_resend_the_same_video_bytes() -> None:
