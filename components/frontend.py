@@ -7,6 +7,11 @@ and relay what comes back — one JSON body, or Server-Sent Events ending in
 `ServiceError` and leaves as an OpenAI error body with its status. For
 streams, the first chunk is awaited before answering 200, so a bad video URL
 is a 400, not a broken stream.
+
+Before any of that, `http_guards` refuses callers without the API key (when
+one is set) and bodies over `max-request-bytes`. On SIGTERM the frontend
+drains: `/health` answers 503 so load balancers look elsewhere, new requests
+get 503, and the ones in flight finish before the server exits.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,9 +31,13 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
+from starlette.exceptions import HTTPException
 
+from components.admission import Admission
+from components.http_guards import LimitBody, RequireApiKey
 from components.metrics import FrontendMetrics
 from protocol.errors import ServiceError
 from protocol.messages import ProcessorOutput, ProcessorRequest
@@ -51,6 +62,11 @@ from runtime import Component, ComponentConfig
 
 log = logging.getLogger(__name__)
 
+API_KEY_ENV = "VIDGRAPH_API_KEY"
+# A caller's own x-request-id is kept only if it is this plain: it goes into every log line.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+MiB = 1 << 20
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the runtime owns SIGTERM and calls stop()."""
@@ -67,6 +83,12 @@ class FrontendConfig(ComponentConfig):
     port: int = Field(default=8000, ge=0, le=65535)
     max_inflight: int = Field(default=256, ge=1)
     request_timeout_s: float = Field(default=600.0, gt=0)
+    api_key: SecretStr | None = None
+    """Required as `Authorization: Bearer` on /v1/ routes; else from $VIDGRAPH_API_KEY."""
+    max_request_bytes: int = Field(default=64 * MiB, ge=1024)
+    cors_allow_origins: list[str] = []
+    """Origins browsers may call from; empty (the default) sends no CORS headers at all."""
+    drain_timeout_s: float = Field(default=30.0, ge=0)
 
 
 def error_response(error: ServiceError, request_id: str) -> JSONResponse:
@@ -92,7 +114,7 @@ class Frontend(Component):
         self.components = {name: self.client(name) for name in self.graph.names()}
         self.processors = self.components["Processor"]
         self.metrics = FrontendMetrics()
-        self.inflight = 0
+        self.admission = Admission(self.config.max_inflight)
         self.server = _Server(
             uvicorn.Config(
                 self.build_app(), host=self.config.host, port=self.config.port, log_level="warning"
@@ -103,6 +125,9 @@ class Frontend(Component):
         await self.server.serve()
 
     async def stop(self) -> None:
+        left = await self.admission.drain(self.config.drain_timeout_s)
+        if left:
+            log.warning("%d requests still in flight after the drain; closing them", left)
         self.server.should_exit = True
 
     async def graph_instances(self) -> dict[str, list[dict[str, str | int]]]:
@@ -122,10 +147,24 @@ class Frontend(Component):
 
     def build_app(self) -> FastAPI:
         app = FastAPI(title="vidgraph", version="0.1.0")
+        # Added innermost first: the request id wraps everything, CORS answers
+        # preflights before the key is asked for, the body limit acts last.
+        app.add_middleware(LimitBody, max_bytes=self.config.max_request_bytes)
+        api_key = self.config.api_key or SecretStr(os.environ.get(API_KEY_ENV, ""))
+        if api_key.get_secret_value():
+            app.add_middleware(RequireApiKey, api_key=api_key.get_secret_value())
+        if self.config.cors_allow_origins:
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=self.config.cors_allow_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type", "x-request-id"],
+            )
 
         @app.middleware("http")
         async def request_id_header(request: Request, call_next: Any) -> Response:
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            given = request.headers.get("x-request-id", "")
+            request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
             request.state.request_id = request_id
             started = time.perf_counter()
             response = await call_next(request)
@@ -154,6 +193,18 @@ class Frontend(Component):
                 request.state.request_id,
             )
 
+        @app.exception_handler(HTTPException)
+        async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+            """Starlette's own refusals (unknown route, wrong method, unparsable body)."""
+            return error_response(
+                ServiceError(
+                    f"{request.method} {request.url.path}: {exc.detail}",
+                    status=exc.status_code,
+                    type="invalid_request_error",
+                ),
+                request.state.request_id,
+            )
+
         @app.exception_handler(Exception)
         async def unexpected(request: Request, exc: Exception) -> JSONResponse:
             log.exception("unexpected error answering %s", request.url.path)
@@ -177,10 +228,12 @@ class Frontend(Component):
         @app.get("/health")
         async def health() -> JSONResponse:
             instances = await self.graph_instances()
-            ready = all(instances.values())
+            status = "ready" if all(instances.values()) else "unavailable"
+            if self.admission.draining:
+                status = "draining"
             return JSONResponse(
-                {"status": "ready" if ready else "unavailable", "instances": instances},
-                status_code=200 if ready else 503,
+                {"status": status, "instances": instances},
+                status_code=200 if status == "ready" else 503,
             )
 
         @app.get("/metrics")
@@ -203,17 +256,10 @@ class Frontend(Component):
                     code="model_not_found",
                 ),
             )
-        if self.inflight >= self.config.max_inflight:
-            return self.finish(
-                request_id,
-                ServiceError(
-                    f"the server is at its limit of {self.config.max_inflight} requests in "
-                    "flight; retry after a moment",
-                    status=429,
-                    type="rate_limit_exceeded",
-                ),
-            )
-        self.inflight += 1
+        try:
+            self.admission.admit()
+        except ServiceError as refused:
+            return self.finish(request_id, refused)
         self.metrics.in_flight.inc()
         stream = self.processor_stream(body, request_id)
         try:
@@ -242,9 +288,8 @@ class Frontend(Component):
 
     async def release(self, stream: AsyncIterator[ProcessorOutput]) -> None:
         await stream.aclose()  # type: ignore[attr-defined]
-        if self.inflight:
-            self.inflight -= 1
-            self.metrics.in_flight.dec()
+        self.admission.leave()
+        self.metrics.in_flight.dec()
 
     async def processor_stream(
         self, body: ChatCompletionRequest, request_id: str
