@@ -44,7 +44,16 @@ def _theirs(export: dict, metric: str, statistic: str) -> float | None:
 def table(loadgen: dict, aiperf: dict) -> str:
     """Markdown rows: metric, ours, aiperf's, and how far ours is from aiperf's in %."""
     (run,) = loadgen["runs"]
-    lines = ["| metric | loadgen | aiperf | difference |", "|---|---|---|---|"]
+    workload = loadgen["workload"]
+    lines = [
+        f"{loadgen['base_url']}, concurrency {run['concurrency']}, "
+        f"{loadgen['num_requests']} requests of {workload['max_tokens']} tokens, shares "
+        f"video/repeat/text {workload['video_share']:g}/{workload['repeat_share']:g}/"
+        f"{workload['text_share']:g}, started {loadgen['started_at']}",
+        "",
+        "| metric | loadgen | aiperf | difference |",
+        "|---|---|---|---|",
+    ]
     for name, path, metric, statistic in ROWS:
         ours, theirs = _ours(run["summary"], path), _theirs(aiperf, metric, statistic)
         difference = "-"

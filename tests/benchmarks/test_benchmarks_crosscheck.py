@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from benchmarks.loadgen.crosscheck import table
+from benchmarks.loadgen.workload import WorkloadSpec
+
+LOADGEN = {
+    "base_url": "http://127.0.0.1:8001/v1",
+    "num_requests": 32,
+    "started_at": "2026-11-25T05:11:00Z",
+    "workload": WorkloadSpec().to_json(),
+}
 
 
 def test_rows_pair_our_metrics_with_aiperf_and_show_the_difference() -> None:
@@ -25,7 +33,9 @@ def test_rows_pair_our_metrics_with_aiperf_and_show_the_difference() -> None:
     }
     rows = {
         cells[0]: cells[1:]
-        for line in table({"runs": [{"summary": summary}]}, aiperf).splitlines()[2:]
+        for line in table(
+            LOADGEN | {"runs": [{"concurrency": 4, "summary": summary}]}, aiperf
+        ).splitlines()[4:]
         for cells in [[c.strip() for c in line.strip("|").split("|")]]
     }
     assert rows["TTFT mean (ms)"] == ["110.00", "100.00", "+10.0%"]
