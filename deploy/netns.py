@@ -76,18 +76,35 @@ class Host:
     def start(
         self, command: Sequence[str], log: Path, env: Mapping[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        """Runs `command` on this host, output to `log`; it dies with the caller."""
-        full_env = {**os.environ, **self.env, **(env or {})}
+        """Starts `command` on this host, output to `log`; it dies with the caller."""
         with log.open("ab") as out:
             process = subprocess.Popen(
-                dies_with_parent(["ip", "netns", "exec", self.netns, *command]),
+                dies_with_parent(self._inside(command)),
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=full_env,
+                env=self._env(env),
                 start_new_session=True,
             )
         self.processes.append(process)
         return process
+
+    def run(
+        self, command: Sequence[str], timeout_s: float, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs `command` on this host to its end; its output comes back as text."""
+        return subprocess.run(
+            self._inside(command),
+            capture_output=True,
+            text=True,
+            env=self._env(env),
+            timeout=timeout_s,
+        )
+
+    def _inside(self, command: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *command]
+
+    def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        return {**os.environ, **self.env, **(extra or {})}
 
     def link_bytes(self) -> tuple[int, int]:
         """(received, sent) bytes on `eth0` so far: what crossed the network, per the kernel."""

@@ -10,6 +10,8 @@ cache crosses the network too, not only the embeddings. UCX may use TCP on
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -149,3 +151,20 @@ def test_an_encode_worker_on_a_new_host_is_picked_up_live(
         assert ask_about(client, clip) == reference.greedy("What happens?", [clip], MAX_TOKENS)
 
     assert worker_stats(graph, "EncodeWorker", "media_encoded")[new] == 1
+
+
+def probe(host: Host, component: str, graph: SpreadGraph) -> subprocess.CompletedProcess[str]:
+    """The workers' Kubernetes liveness check (`deploy/k8s`), run on `host`."""
+    command = [sys.executable, "-m", "runtime.probe", component, "--etcd", graph.etcd_address]
+    return host.run(command, timeout_s=60)
+
+
+def test_the_liveness_probe_passes_only_where_the_worker_runs(
+    graph: SpreadGraph, hosts: dict[str, Host]
+) -> None:
+    assert probe(hosts["c"], "EncodeWorker", graph).returncode == 0
+
+    elsewhere = probe(hosts["c"], "DecodeWorker", graph)
+
+    assert elsewhere.returncode == 1
+    assert f"no DecodeWorker registered from {hosts['c'].address}" in elsewhere.stderr
