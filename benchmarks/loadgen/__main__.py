@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--wait-ready",
         type=float,
         default=0.0,
-        help="wait up to this many seconds for GET /models to answer first",
+        help="first wait up to this many seconds for the server to answer a request",
     )
     load.add_argument("--request-timeout", type=float, default=600.0)
     add_workload_arguments(p)

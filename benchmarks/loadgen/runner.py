@@ -10,6 +10,7 @@ encoding videos, while it measures.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sys
 import time
@@ -60,18 +61,26 @@ class RunConfig:
         return self.base_url.rstrip("/") + "/chat/completions"
 
 
-async def wait_ready(client: httpx.AsyncClient, base_url: str, timeout_s: float) -> None:
-    """Polls `GET {base_url}/models` so a driver can start a server and this in one go."""
+async def wait_ready(client: httpx.AsyncClient, config: RunConfig, timeout_s: float) -> None:
+    """Retries a one-token text request until it streams an answer.
+
+    `GET /models` is not enough: a graph's frontend answers it before any worker
+    has registered. So a driver can start a server and this back to back.
+    """
+    body = {
+        "model": config.model,
+        "messages": [{"role": "user", "content": "ping"}],
+        "max_tokens": 1,
+        "stream": True,
+    }
+    probe = PreparedRequest("probe", json.dumps(body).encode())
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if (await client.get(base_url.rstrip("/") + "/models")).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
+    while not (record := await send(client, config.chat_url, probe)).ok:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{base_url}/models did not answer 200 within {timeout_s:g} s")
-        await asyncio.sleep(0.5)
+            raise TimeoutError(
+                f"{config.chat_url} did not answer within {timeout_s:g} s; last: {record.error}"
+            )
+        await asyncio.sleep(1.0)
 
 
 async def closed_loop(
@@ -174,7 +183,7 @@ async def run_sweep(
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
         if wait_ready_s:
-            await wait_ready(client, config.base_url, wait_ready_s)
+            await wait_ready(client, config, wait_ready_s)
         for request in workload.prepare(range(config.warmup), config.model, WARMUP):
             record = await send(client, config.chat_url, request)
             if not record.ok:

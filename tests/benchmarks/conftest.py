@@ -17,6 +17,9 @@ import uvicorn
 class FakeServer:
     """Streams `max_tokens` one-word chunks; model "broken" gets an HTTP 500 instead.
 
+    The next `unavailable_for` chat requests get a 503, as from a graph whose
+    workers have not registered yet.
+
     The first token comes `first_token_delay_s` after the role chunk, the next ones
     `token_delay_s` apart, so the generator's TTFT and ITL have known lower bounds.
     """
@@ -24,6 +27,7 @@ class FakeServer:
     base_url: str = ""
     first_token_delay_s: float = 0.03
     token_delay_s: float = 0.01
+    unavailable_for: int = 0
     bodies: list[dict] = field(default_factory=list)
 
     async def __call__(self, scope: dict, receive, send) -> None:
@@ -39,6 +43,9 @@ class FakeServer:
                 break
         request = json.loads(body)
         self.bodies.append(request)
+        if self.unavailable_for:
+            self.unavailable_for -= 1
+            return await _respond(send, 503, b'{"error": "no workers yet"}')
         if request["model"] == "broken":
             return await _respond(send, 500, b'{"error": "broken on purpose"}')
         await send(

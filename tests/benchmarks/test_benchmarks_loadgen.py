@@ -34,7 +34,7 @@ async def test_concurrency_sweep_records_consistent_numbers(fake_server: FakeSer
     before = len(fake_server.bodies)
     points = [LoadPoint(concurrency=1), LoadPoint(concurrency=3)]
     runs = await run_sweep(config, Workload(MIX), points, "fake", wait_ready_s=10)
-    assert len(fake_server.bodies) - before == 1 + 2 * 6
+    assert len(fake_server.bodies) - before == 1 + 1 + 2 * 6  # readiness probe, warm-up, runs
     for run in runs:
         s = run["summary"]
         assert (s["completed"], s["errors"]) == (6, 0)
@@ -45,9 +45,17 @@ async def test_concurrency_sweep_records_consistent_numbers(fake_server: FakeSer
         assert s["output_token_throughput"] == pytest.approx(s["output_tokens"] / s["duration_s"])
         assert s["goodput"]["good_requests"] == 6
     # Each load point takes the next slice of the request stream: no request is sent twice.
-    sent = sorted(json.dumps(body) for body in fake_server.bodies[before + 1 :])
+    sent = sorted(json.dumps(body) for body in fake_server.bodies[before + 2 :])
     expected = [json.loads(r.payload) for r in Workload(MIX).prepare(range(12), "tiny")]
     assert sent == sorted(json.dumps(body) for body in expected)
+
+
+async def test_wait_ready_retries_until_the_server_answers(fake_server: FakeServer) -> None:
+    fake_server.unavailable_for = 2
+    config = RunConfig(base_url=fake_server.base_url, model="tiny", num_requests=1)
+    (run,) = await run_sweep(config, Workload(MIX), [LoadPoint(concurrency=1)], "fake", 10)
+    assert fake_server.unavailable_for == 0
+    assert (run["summary"]["completed"], run["summary"]["errors"]) == (1, 0)
 
 
 async def test_poisson_rate_sends_every_request(fake_server: FakeServer) -> None:
@@ -58,10 +66,12 @@ async def test_poisson_rate_sends_every_request(fake_server: FakeServer) -> None
 
 async def test_duration_stops_issuing(fake_server: FakeServer) -> None:
     config = RunConfig(
-        base_url=fake_server.base_url, model="tiny", num_requests=500, duration_s=0.3
+        base_url=fake_server.base_url, model="tiny", num_requests=100, duration_s=0.3
     )
-    (run,) = await run_sweep(config, Workload(MIX), [LoadPoint(concurrency=2)], "fake")
-    assert 0 < run["summary"]["completed"] < 500
+    text_only = WorkloadSpec(video_share=0, text_share=1, max_tokens=MAX_TOKENS)
+    (run,) = await run_sweep(config, Workload(text_only), [LoadPoint(concurrency=2)], "fake")
+    # Each request takes at least 30 + 4 * 10 ms, so two users finish at most ~10 in 0.3 s.
+    assert 0 < run["summary"]["completed"] < 20
 
 
 def test_cli_writes_results_and_compare_merges_them(
