@@ -73,7 +73,8 @@ class Discovery:
         self._client = client
         self._lease = lease
         self._watchers: dict[str, InstanceWatcher] = {}
-        self._registered = False
+        self._registrations: list[tuple[str, tuple[str, ...], bytes]] = []
+        self._relisting = asyncio.Lock()
         self._keep_alive = asyncio.create_task(self._refresh_forever())
 
     @classmethod
@@ -94,7 +95,7 @@ class Discovery:
         return cls(client, lease, namespace)
 
     async def _refresh_forever(self) -> None:
-        """Keep the lease alive; signal `lease_lost` once others must think we are dead."""
+        """Keep the lease alive; if it lapses anyway, come back under a new one."""
         interval = self._lease.ttl / 3
         last_refresh = time.monotonic()
         while True:
@@ -107,48 +108,56 @@ class Discovery:
             if reply is not None and reply.TTL > 0:
                 last_refresh = time.monotonic()
             elif reply is not None or time.monotonic() - last_refresh > self._lease.ttl:
-                log.error(
-                    "lease %s expired; this instance is no longer registered", self.instance_id
+                if not await self._come_back():
+                    self.lease_lost.set()
+                    return
+                last_refresh = time.monotonic()
+
+    async def _come_back(self) -> bool:
+        """Register again under a new lease (and so a new instance id) after the old one lapsed.
+
+        A lease lapses when this process's event loop was starved for a whole TTL
+        (a loaded host, a long `start()`) or etcd was briefly away. Callers have
+        forgotten this instance by then; coming back as a fresh instance costs
+        them nothing, while exiting would cost a restart and a model reload.
+        Returns False when etcd will not grant a lease: then we really are gone.
+        """
+        async with self._relisting:
+            old = self.instance_id
+            try:
+                self._lease = await asyncio.wait_for(
+                    self._client.lease(self._lease.ttl), self._lease.ttl
                 )
-                self.lease_lost.set()
-                return
+                self.instance_id = f"{self._lease.id:x}"
+                for registration in self._registrations:
+                    await self._put(*registration)
+            except (aetcd.ClientError, TimeoutError) as error:
+                log.error("lease %s expired and etcd gave no new one (%s)", old, error)
+                return False
+            log.warning("lease %s expired; registered again as %s", old, self.instance_id)
+            return True
 
     async def register(
         self, component: str, endpoints: Iterable[str], host: str, port: int
     ) -> None:
         """Announce this process as an instance of `component` serving `endpoints`."""
-        await self._renew_if_expired()
         info = codec.encode(
             {"host": host, "port": port, "pid": os.getpid(), "started_at": time.time()}
         )
+        registration = (component, tuple(endpoints), info)
+        self._registrations.append(registration)
+        try:
+            await self._put(*registration)
+        except aetcd.ClientError as error:
+            log.warning("registering under lease %s failed (%s)", self.instance_id, error)
+            if not await self._come_back():
+                raise
+
+    async def _put(self, component: str, endpoints: tuple[str, ...], info: bytes) -> None:
         prefix = component_prefix(self.namespace, component)
         for endpoint in endpoints:
             key = f"{prefix}{endpoint}/{self.instance_id}"
             await self._client.put(key.encode(), info, lease=self._lease)
-        self._registered = True
-
-    async def _renew_if_expired(self) -> None:
-        """Take a fresh lease if the first one lapsed before anything was registered.
-
-        A worker's `start()` (importing torch, loading weights) can keep the event
-        loop too busy to refresh the lease on a loaded machine. Until the first
-        registration nobody knows this instance, so a new lease is harmless;
-        afterwards a lapsed lease means callers were told we are gone.
-        """
-        if self._registered:
-            return
-        try:
-            reply = await asyncio.wait_for(self._lease.refresh(), self._lease.ttl)
-            if reply.TTL > 0:
-                return
-        except (aetcd.ClientError, TimeoutError) as error:
-            log.warning("lease check failed (%s); taking a new lease", error)
-        self._keep_alive.cancel()
-        self._lease = await self._client.lease(self._lease.ttl)
-        log.info("lease %s lapsed during start-up; now %x", self.instance_id, self._lease.id)
-        self.instance_id = f"{self._lease.id:x}"
-        self.lease_lost.clear()
-        self._keep_alive = asyncio.create_task(self._refresh_forever())
 
     def watch(
         self, component: str, on_vanish: Callable[[Instance], None] | None = None

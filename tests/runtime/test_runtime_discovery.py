@@ -117,3 +117,26 @@ async def test_watchers_list_again_when_etcd_comes_back(namespace: str) -> None:
         await caller.close()
         first_etcd.stop()
         second_etcd.stop()
+
+
+async def test_an_instance_whose_lease_lapsed_registers_again_under_a_new_id(
+    etcd: EtcdServer, namespace: str, runtime: DistributedRuntime
+) -> None:
+    """A lapse (here: the lease revoked behind the process's back) is survived, not fatal."""
+    worker = await DistributedRuntime.connect(etcd.address, namespace, lease_ttl_s=3)
+    await worker.register(
+        "EncodeWorker", ["encode"], worker.serve({"encode": nothing}, "127.0.0.1")
+    )
+    client = runtime.client("EncodeWorker")
+    (before,) = await client.wait_for_instances(1, timeout_s=5)
+
+    await runtime.discovery._client.revoke_lease(int(before.instance_id, 16))
+    await wait_until(
+        lambda: [i.instance_id for i in client.instances()] not in ([], [before.instance_id]), 10
+    )
+
+    (after,) = client.instances()
+    assert after.instance_id == worker.instance_id != before.instance_id
+    assert after.address == before.address
+    assert not worker.discovery.lease_lost.is_set()
+    await worker.close()
