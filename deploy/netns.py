@@ -14,7 +14,9 @@ notice one kernel and move bytes through shared memory, which real hosts lack.
 
 Needs root (CAP_NET_ADMIN) and iproute2; `unavailable()` says why they are
 missing. Everything is removed on `close()`: processes first, then the
-namespaces, whose deletion takes every veth with it.
+namespaces, whose deletion takes every veth with it. Namespaces are named after
+the process that made them, so a later `Network` removes those of a caller
+that was killed before it could clean up.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
 from runtime.processes import dies_with_parent, stop_process
 
 DEVICE = "eth0"  # the host's one link, named as on a machine or a pod
+_NETNS = re.compile(r"^vidgraph-(\d+)-\w+-\w+", flags=re.M)
 _SUBNETS = [ipaddress.ip_network(f"10.213.{n}.0/24") for n in range(256)]
 
 
@@ -127,16 +131,20 @@ class Host:
 class Network:
     """A switch, the machine's own link to it, and the hosts added with `add_host`."""
 
+    gateway: str  # this machine's address on the switch, set by `start()`
+    _subnet: ipaddress.IPv4Network
+    _addresses: Iterator[ipaddress.IPv4Address]
+
     def __init__(self) -> None:
         self._token = uuid.uuid4().hex[:6]
         self._hosts: list[Host] = []
         self._namespaces: list[str] = []
-        self._subnet = _free_subnet()
-        self._addresses = self._subnet.hosts()
-        self.gateway = ""
 
     def start(self) -> None:
         """Creates the switch and joins this machine to it as `gateway`."""
+        _remove_orphans()
+        self._subnet = _free_subnet()
+        self._addresses = self._subnet.hosts()
         switch = self._netns("switch")
         ip("-n", switch, "link", "add", "br0", "type", "bridge")
         ip("-n", switch, "link", "set", "br0", "up")
@@ -171,7 +179,7 @@ class Network:
         self._namespaces.clear()
 
     def _netns(self, name: str) -> str:
-        netns = f"vidgraph-{self._token}-{name}"
+        netns = f"vidgraph-{os.getpid()}-{self._token}-{name}"
         ip("netns", "add", netns)
         self._namespaces.append(netns)
         return netns
@@ -211,3 +219,10 @@ def _free_subnet() -> ipaddress.IPv4Network:
         if not any(subnet.overlaps(other) for other in used):
             return subnet
     raise OSError("every /24 of 10.213.0.0/16 is in use on this machine; remove stale vg* links")
+
+
+def _remove_orphans() -> None:
+    """Deletes the namespaces of callers that died without `close()` (their processes died too)."""
+    for found in _NETNS.finditer(ip("netns", "list")):
+        if not Path(f"/proc/{found.group(1)}").exists():
+            subprocess.run(["ip", "netns", "del", found.group(0)], capture_output=True)
