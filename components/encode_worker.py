@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from components.embedding_cache import EmbeddingCache
-from components.model_worker import ModelWorkerConfig, load_engine, transport_stats
+from components.model_worker import (
+    ModelWorkerConfig,
+    load_engine,
+    open_transport,
+    transport_stats,
+)
 from media import MediaError, MediaFetcher, MediaOptions, decode_image, decode_video
 from protocol.errors import ServiceError
 from protocol.messages import EncodeRequest, EncodeResponse
@@ -44,12 +49,11 @@ class EncodeWorker(Component):
     Config = EncodeWorkerConfig
 
     async def start(self) -> None:
-        from transport import Connector
 
         self.engine = await load_engine(self.config, max_num_seqs=0)
         self.fetcher = MediaFetcher(self.config)
         self.cache = EmbeddingCache(self.config.embedding_cache_mib * MiB)
-        self.transport = Connector.get(self.config.transport)
+        self.transport = open_transport(self.config)
         self.encoded = 0
 
     async def stop(self) -> None:

@@ -46,15 +46,12 @@ def open_transport(config: ModelWorkerConfig) -> Connector:
 
 
 async def load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
-    """Opens the transport, then loads the checkpoint (`max_num_seqs=0`: no KV cache).
+    """Loads the configured checkpoint (`max_num_seqs=0`: no KV cache).
 
-    Every model worker calls this first in `start()`, so the connector is
-    created here with its host; the worker's later `Connector.get(transport)`
-    returns this one. Importing torch, building the tiny model on first use and
-    loading weights take seconds; they run in a thread so the event loop keeps
-    the etcd lease alive meanwhile.
+    Importing torch, building the tiny model on first use and loading weights
+    take seconds; they run in a thread so the event loop keeps the etcd lease
+    alive meanwhile.
     """
-    open_transport(config)
     return await asyncio.to_thread(_load_engine, config, max_num_seqs)
 
 

@@ -16,7 +16,12 @@ from typing import Any
 from pydantic import Field
 
 from components.embeddings import EmbeddingSource, check_prompt_fits
-from components.model_worker import ModelWorkerConfig, load_engine, transport_stats
+from components.model_worker import (
+    ModelWorkerConfig,
+    load_engine,
+    open_transport,
+    transport_stats,
+)
 from protocol.messages import PrefillRequest, PrefillResponse, TokenLogprobs
 from runtime import Component, Context, endpoint
 
@@ -33,11 +38,10 @@ class PrefillWorker(Component):
 
     async def start(self) -> None:
         from engine import AsyncEngine
-        from transport import Connector
 
         # Prefill only: the KV leaves with each reply, so no KV cache is kept here.
         self.engine = AsyncEngine(await load_engine(self.config, max_num_seqs=0))
-        self.transport = Connector.get(self.config.transport)
+        self.transport = open_transport(self.config)
         self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
         self.prefills = 0
         self.kv_bytes_exposed = 0
