@@ -35,25 +35,34 @@ if [[ ! -x "$VENV/bin/aiperf" ]]; then
         || unavailable "pip could not install aiperf==0.13.0 into $VENV"
 fi
 
+# The server's own view of each run, where it has a Prometheus page (vLLM does).
+scrape() { curl -sf "${BASE_URL%/v1}/metrics" >"$WORK/metrics/$1.txt" || true; }
+mkdir -p "$WORK/metrics"
+
 cd "$ROOT" || exit 1
+scrape loadgen_before
 .venv/bin/python -m benchmarks.loadgen --base-url "$BASE_URL" --model tiny --label loadgen \
     --concurrency "$CONCURRENCY" --num-requests "$NUM_REQUESTS" "${MIX[@]}" \
     --out "$RESULTS/crosscheck_loadgen.json" || exit 1
+scrape loadgen_after
 .venv/bin/python -m benchmarks.loadgen.export_aiperf --num-requests "$NUM_REQUESTS" "${MIX[@]}" \
     --out "$WORK/dataset.jsonl" || exit 1
 
 # The dataset carries our sampling fields (max/min_tokens, ignore_eos, temperature) per request.
 # aiperf's URL is the server root: it appends /v1/chat/completions itself. Its offline mode
 # cannot load a tokenizer from a local path (0.13.0), so HF_HUB_OFFLINE must stay unset.
+scrape aiperf_before
 env -u HF_HUB_OFFLINE "$VENV/bin/aiperf" profile \
     --model tiny --url "${BASE_URL%/v1}" --endpoint-type chat --streaming \
     --tokenizer "$TOKENIZER" --use-server-token-count \
     --input-file "$WORK/dataset.jsonl" --custom-dataset-type single_turn \
     --dataset-sampling-strategy sequential \
     --concurrency "$CONCURRENCY" --request-count "$NUM_REQUESTS" \
-    --artifact-dir "$WORK/aiperf" --ui-type simple >"$WORK/aiperf.log" 2>&1 \
+    --workers-max 1 --record-processors 1 \
+    --artifact-dir "$WORK/aiperf" --ui-type none >"$WORK/aiperf.log" 2>&1 \
     || { tail -n 20 "$WORK/aiperf.log" >&2; unavailable "aiperf profile failed (log above)"; }
+scrape aiperf_after
 cp "$WORK/aiperf/profile_export_aiperf.json" "$RESULTS/crosscheck_aiperf.json"
 
 .venv/bin/python -m benchmarks.loadgen.crosscheck "$RESULTS/crosscheck_loadgen.json" \
-    "$RESULTS/crosscheck_aiperf.json" --out "$RESULTS/crosscheck.md"
+    "$RESULTS/crosscheck_aiperf.json" --server-metrics "$WORK/metrics" --out "$RESULTS/crosscheck.md"

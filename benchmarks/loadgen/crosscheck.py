@@ -5,6 +5,13 @@
 aiperf names differ from ours: its `inter_token_latency` is a request's decode
 time per token after the first (our TPOT) and its `inter_chunk_latency` is the
 gap between SSE chunks (our ITL).
+
+With `--server-metrics DIR` (Prometheus text scraped before and after each
+tool's run: loadgen_before.txt, loadgen_after.txt, aiperf_before.txt,
+aiperf_after.txt), the server's own means over each run are added: a third
+opinion that tells a measuring error from a client that slowed the server down.
+vLLM's engine starts its clock when a request reaches the engine, after the API
+server has decoded the video, so its TTFT is lower than any client's.
 """
 
 from __future__ import annotations
@@ -63,6 +70,53 @@ def table(loadgen: dict, aiperf: dict) -> str:
     return "\n".join(lines)
 
 
+# vLLM's histograms whose _sum/_count give a mean over one run, in ms.
+SERVER_HISTOGRAMS = (
+    ("server TTFT mean (ms)", "vllm:time_to_first_token_seconds"),
+    ("server ITL mean (ms)", "vllm:inter_token_latency_seconds"),
+    ("server E2E mean (ms)", "vllm:e2e_request_latency_seconds"),
+)
+
+
+def scrape_totals(text: str) -> dict[str, float]:
+    """Sums every `name value` sample of a Prometheus text page by name, labels dropped."""
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        name = name.split("{", 1)[0]
+        totals[name] = totals.get(name, 0.0) + number
+    return totals
+
+
+def server_mean_ms(before: str, after: str, histogram: str) -> float | None:
+    """The histogram's mean over the samples added between two scrapes, None if none were."""
+    start, end = scrape_totals(before), scrape_totals(after)
+    count = end.get(f"{histogram}_count", 0.0) - start.get(f"{histogram}_count", 0.0)
+    if count <= 0:
+        return None
+    return 1e3 * (end[f"{histogram}_sum"] - start.get(f"{histogram}_sum", 0.0)) / count
+
+
+def server_rows(directory: Path) -> list[str]:
+    """Rows of the server's own means during each tool's run (blank when it has no such metric)."""
+    pages = {
+        name: (directory / f"{name}.txt").read_text()
+        for name in ("loadgen_before", "loadgen_after", "aiperf_before", "aiperf_after")
+    }
+    rows = []
+    for name, histogram in SERVER_HISTOGRAMS:
+        ours = server_mean_ms(pages["loadgen_before"], pages["loadgen_after"], histogram)
+        theirs = server_mean_ms(pages["aiperf_before"], pages["aiperf_after"], histogram)
+        rows.append(f"| {name} | {_format(ours)} | {_format(theirs)} | - |")
+    return rows
+
+
 def _format(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -72,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("loadgen", type=Path, help="the generator's JSON (one load point)")
     parser.add_argument("aiperf", type=Path, help="aiperf's profile_export_aiperf.json")
     parser.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    parser.add_argument("--server-metrics", type=Path, help="directory of /metrics scrapes")
     args = parser.parse_args(argv)
     text = table(json.loads(args.loadgen.read_text()), json.loads(args.aiperf.read_text()))
+    if args.server_metrics:
+        text = "\n".join([text, *server_rows(args.server_metrics)])
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

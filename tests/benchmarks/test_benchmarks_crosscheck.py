@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.loadgen.crosscheck import table
+from benchmarks.loadgen.crosscheck import server_mean_ms, table
 from benchmarks.loadgen.workload import WorkloadSpec
 
 LOADGEN = {
@@ -43,3 +43,15 @@ def test_rows_pair_our_metrics_with_aiperf_and_show_the_difference() -> None:
     assert rows["TPOT mean (ms)"] == ["12.00", "12.00", "+0.0%"]
     assert rows["requests/s"] == ["8.00", "10.00", "-20.0%"]
     assert rows["completed requests"] == ["32.00", "-", "-"]
+
+
+def test_server_mean_is_taken_over_the_samples_added_between_two_scrapes() -> None:
+    before = """# HELP vllm:e2e_request_latency_seconds Histogram
+vllm:e2e_request_latency_seconds_sum{engine="0",model_name="tiny"} 10.0
+vllm:e2e_request_latency_seconds_count{engine="0",model_name="tiny"} 40.0
+"""
+    after = before.replace(" 10.0", " 13.0").replace(" 40.0", " 50.0")
+    histogram = "vllm:e2e_request_latency_seconds"
+    assert server_mean_ms(before, after, histogram) == 300.0
+    assert server_mean_ms(before, before, histogram) is None
+    assert server_mean_ms('{"detail": "Not Found"}', "", histogram) is None
