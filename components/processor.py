@@ -94,6 +94,7 @@ def sampling_options(
         top_k=-1 if request.top_k in (None, 0) else request.top_k,
         seed=request.seed,
         stop=request.stop_strings,
+        ignore_eos=request.ignore_eos,
         logprobs=(request.top_logprobs or 0) if request.logprobs else None,
     )
 

@@ -27,6 +27,7 @@ class SamplingOptions(BaseModel):
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     stop_token_ids: list[int] = Field(default_factory=list)
+    ignore_eos: bool = False
     # None: no logprobs; N >= 0: the chosen token's logprob plus the N most likely.
     logprobs: int | None = None
 
@@ -54,7 +55,7 @@ class TokenLogprobs(BaseModel):
 
 
 class ProcessorOutput(BaseModel):
-    """Processor -> Frontend: the next piece of detokenized text, logprobs already in OpenAI shape."""
+    """Processor -> Frontend: the next piece of detokenized text, logprobs in OpenAI shape."""
 
     text: str
     token_ids: list[int]

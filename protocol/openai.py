@@ -74,6 +74,8 @@ class ChatCompletionRequest(_Lenient):
     user: str | None = None
     # vLLM extension: report each token as "token_id:N" so clients need no tokenizer.
     return_tokens_as_token_ids: bool = False
+    # vLLM extension: keep generating past the end-of-sequence token (fixed-length benchmarks).
+    ignore_eos: bool = False
     # Dynamo/vLLM extension: per-request media decoding options, e.g. {"video": {"num_frames": 16}}.
     media_io_kwargs: dict[str, dict[str, Any]] | None = None
 
