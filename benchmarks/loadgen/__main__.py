@@ -75,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--slo-itl-ms", type=float, help="a good request's mean inter-token latency is at most this"
     )
     p.add_argument("--save-requests", action="store_true", help="keep per-request records")
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="no server: run each request through the engine in this process (the baseline)",
+    )
     return p.parse_args(argv)
 
 
@@ -83,6 +88,22 @@ def load_points(args: argparse.Namespace) -> list[LoadPoint]:
         cap = max(args.concurrency) if args.concurrency != [1] else None
         return [LoadPoint(concurrency=cap, rate=rate) for rate in args.rate]
     return [LoadPoint(concurrency=c) for c in args.concurrency]
+
+
+async def sweep(args: argparse.Namespace, config: RunConfig, workload: Workload) -> list[dict]:
+    if not args.in_process:
+        return await run_sweep(
+            config, workload, load_points(args), args.label, wait_ready_s=args.wait_ready
+        )
+    from benchmarks.inprocess import InProcess
+
+    baseline = await InProcess.load(args.model)
+    try:
+        return await run_sweep(
+            config, workload, load_points(args), args.label, sender=baseline.send
+        )
+    finally:
+        await baseline.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,14 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         save_requests=args.save_requests,
     )
     started = time.time()
-    runs = asyncio.run(
-        run_sweep(
-            config, Workload(spec), load_points(args), args.label, wait_ready_s=args.wait_ready
-        )
-    )
+    runs = asyncio.run(sweep(args, config, Workload(spec)))
     result = {
         "label": args.label,
-        "base_url": args.base_url,
+        "base_url": "in-process" if args.in_process else args.base_url,
         "model": args.model,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "command": " ".join(sys.argv),

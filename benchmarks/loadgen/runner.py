@@ -26,6 +26,8 @@ from benchmarks.loadgen.stats import Slo, summarize
 from benchmarks.loadgen.workload import WARMUP, PreparedRequest, Workload
 
 SendOne = Callable[[PreparedRequest], Awaitable[None]]
+# Sends one request and records it: over HTTP by default, in-process for the baseline.
+Sender = Callable[[PreparedRequest], Awaitable[RequestRecord]]
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ async def open_loop(
 
 
 async def run_point(
-    client: httpx.AsyncClient,
+    sender: Sender,
     config: RunConfig,
     point: LoadPoint,
     requests: Sequence[PreparedRequest],
@@ -138,7 +140,7 @@ async def run_point(
     progress = Progress(f"{label} {point}", None if config.duration_s else len(requests))
 
     async def send_one(request: PreparedRequest) -> None:
-        record = await send(client, config.chat_url, request)
+        record = await sender(request)
         records.append(record)
         progress.advance(record.ok)
 
@@ -173,19 +175,27 @@ async def run_sweep(
     points: Sequence[LoadPoint],
     label: str,
     wait_ready_s: float = 0.0,
+    sender: Sender | None = None,
 ) -> list[dict]:
     """All load points in order against one server, after an optional warm-up.
 
     Each load point gets the next slice of the request stream, so a "fresh" video
     is never sent twice in a sweep and the server's cache sees only the repeats.
+    `sender` replaces HTTP (the in-process baseline); by default requests go to
+    `config.base_url`.
     """
     timeout = httpx.Timeout(config.request_timeout_s, connect=10.0)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False) as client:
-        if wait_ready_s:
-            await wait_ready(client, config, wait_ready_s)
+        if sender is None:
+            if wait_ready_s:
+                await wait_ready(client, config, wait_ready_s)
+
+            async def sender(request: PreparedRequest) -> RequestRecord:
+                return await send(client, config.chat_url, request)
+
         for request in workload.prepare(range(config.warmup), config.model, WARMUP):
-            record = await send(client, config.chat_url, request)
+            record = await sender(request)
             if not record.ok:
                 print(f"warning: warm-up request failed: {record.error}", file=sys.stderr)
         runs, offset = [], 0
@@ -193,5 +203,5 @@ async def run_sweep(
             indices = range(offset, offset + config.num_requests)
             offset += config.num_requests
             requests = workload.prepare(indices, config.model)
-            runs.append(await run_point(client, config, point, requests, label))
+            runs.append(await run_point(sender, config, point, requests, label))
     return runs
