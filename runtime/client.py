@@ -17,6 +17,7 @@ from runtime.routers import Router
 DEFAULT_DEADLINE_S = 600.0
 MAX_ATTEMPTS = 3  # instances tried for one request, when they fail before replying
 STATS_ENDPOINT = "__stats__"
+NO_INSTANCE_GRACE_S = 3.0
 
 
 class Client:
@@ -75,6 +76,8 @@ class Client:
             await self._wait_listed(timeout_s)
         lost: set[str] = set()
         while True:
+            if instance_id is None:
+                await self._await_any(endpoint, lost, deadline)
             instance = self._pick(endpoint, instance_id, avoid=lost)
             replies = self._connections.get(instance.address).stream(
                 endpoint, request, timeout_s=deadline - time.monotonic(), request_id=request_id
@@ -91,6 +94,20 @@ class Client:
                 others = [i for i in self.instances(endpoint) if i.instance_id not in lost]
                 if replied or instance_id is not None or len(lost) >= MAX_ATTEMPTS or not others:
                     raise
+
+    async def _await_any(self, endpoint: str, avoid: set[str], deadline: float) -> None:
+        """Give a component with no live instance a moment to get one back.
+
+        An instance re-registering after a lapsed lease, or restarted by the
+        supervisor, leaves a gap of a second or two; requests arriving in it
+        would otherwise all fail at once with 503. After the grace period (or
+        the deadline), `_pick` raises `NoInstances` as before.
+        """
+        until = min(deadline, time.monotonic() + NO_INSTANCE_GRACE_S)
+        while not [i for i in self.instances(endpoint) if i.instance_id not in avoid]:
+            if time.monotonic() >= until:
+                return
+            await asyncio.sleep(0.05)
 
     async def call(self, endpoint: str, request: Any, **kwargs: Any) -> Any:
         """Send `request` to an endpoint that answers with exactly one reply, and return it."""

@@ -147,6 +147,9 @@ class Discovery:
         registration = (component, tuple(endpoints), info)
         self._registrations.append(registration)
         try:
+            # A fresh TTL from now on: a long start() may have left the lease
+            # moments from lapsing, which would drop us right after registering.
+            await self._lease.refresh()
             await self._put(*registration)
         except aetcd.ClientError as error:
             log.warning("registering under lease %s failed (%s)", self.instance_id, error)
