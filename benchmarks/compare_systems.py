@@ -78,6 +78,10 @@ def run_graph(label: str, graph: str, config: str, load: list[str], *overrides: 
     return out
 
 
+def run_engine(load: list[str]) -> None:
+    loadgen([*load, "--in-process", "--label", "engine", "--out", str(RESULTS / "engine.json")])
+
+
 def run_vllm(load: list[str]) -> Path | None:
     if not (ROOT / "benchmarks" / ".venv-vllm" / "bin" / "python").exists():
         print("vLLM unavailable: run `bash benchmarks/vllm/install.sh` first; going on without it")
@@ -96,7 +100,11 @@ def main() -> int:
     parser.add_argument("--num-requests", default="24")
     parser.add_argument("--max-tokens", default="32")
     parser.add_argument("--encode-scaling", action="store_true")
-    parser.add_argument("--skip-vllm", action="store_true")
+    parser.add_argument(
+        "--systems",
+        default="engine,agg,disagg,vllm",
+        help="which to run now; the others' latest results are reused in the table",
+    )
     args = parser.parse_args()
     load = [
         "--concurrency",
@@ -126,14 +134,19 @@ def main() -> int:
         name = "encode_scaling"
     else:
         mix = [*load, "--repeat-share", "0.2", "--text-share", "0.2"]
-        loadgen([*mix, "--in-process", "--label", "engine", "--out", str(RESULTS / "engine.json")])
+        runners = {
+            "engine": lambda: run_engine(mix),
+            "agg": lambda: run_graph("vidgraph-agg", "graphs.agg", "agg.yaml", mix),
+            "disagg": lambda: run_graph("vidgraph-disagg", "graphs.disagg", "disagg.yaml", mix),
+            "vllm": lambda: run_vllm(mix),
+        }
+        for system in args.systems.split(","):
+            runners[system]()
         outputs = [
-            RESULTS / "engine.json",
-            run_graph("vidgraph-agg", "graphs.agg", "agg.yaml", mix),
-            run_graph("vidgraph-disagg", "graphs.disagg", "disagg.yaml", mix),
+            RESULTS / f"{label}.json"
+            for label in ("engine", "vidgraph-agg", "vidgraph-disagg", "vllm")
+            if (RESULTS / f"{label}.json").exists()
         ]
-        if not args.skip_vllm and (vllm := run_vllm(mix)) is not None:
-            outputs.append(vllm)
         name = "comparison"
     print(f"load average at end: {os.getloadavg()}")
     return compare.main([*map(str, outputs), "--out", str(RESULTS / name)])
