@@ -30,7 +30,6 @@ from benchmarks.loadgen import compare
 from benchmarks.loadgen.__main__ import main as loadgen
 from graphs.serve import ROOT, serve_graph
 
-RESULTS = ROOT / "benchmarks" / "results"
 STAGE = re.compile(
     r'^vidgraph_worker_stat\{component="(\w+)",instance="[^"]+",'
     r'stat="(requests|request_seconds)_(\w+)"\} (\S+)$',
@@ -55,10 +54,12 @@ def stage_breakdown(metrics: str) -> dict[str, dict[str, float]]:
     }
 
 
-def run_graph(label: str, graph: str, config: str, load: list[str], *overrides: str) -> Path:
-    out = RESULTS / f"{label}.json"
+def run_graph(
+    results: Path, label: str, graph: str, config: str, load: list[str], *overrides: str
+) -> Path:
+    out = results / f"{label}.json"
     with serve_graph(
-        graph, ROOT / "configs" / config, *overrides, log_path=RESULTS / f".{label}.log"
+        graph, ROOT / "configs" / config, *overrides, log_path=results / f".{label}.log"
     ) as running:
         loadgen(
             [
@@ -74,19 +75,19 @@ def run_graph(label: str, graph: str, config: str, load: list[str], *overrides: 
             ]
         )
         stages = stage_breakdown(httpx.get(f"{running.base_url}/metrics").text)
-    (RESULTS / f"{label}-stages.json").write_text(json.dumps(stages, indent=2) + "\n")
+    (results / f"{label}-stages.json").write_text(json.dumps(stages, indent=2) + "\n")
     return out
 
 
-def run_engine(load: list[str]) -> None:
-    loadgen([*load, "--in-process", "--label", "engine", "--out", str(RESULTS / "engine.json")])
+def run_engine(results: Path, load: list[str]) -> None:
+    loadgen([*load, "--in-process", "--label", "engine", "--out", str(results / "engine.json")])
 
 
-def run_vllm(load: list[str]) -> Path | None:
+def run_vllm(results: Path, load: list[str]) -> Path | None:
     if not (ROOT / "benchmarks" / ".venv-vllm" / "bin" / "python").exists():
         print("vLLM unavailable: run `bash benchmarks/vllm/install.sh` first; going on without it")
         return None
-    out = RESULTS / "vllm.json"
+    out = results / "vllm.json"
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "vllm" / "bench.sh"), *load, "--out", str(out)],
         cwd=ROOT,
@@ -105,7 +106,9 @@ def main() -> int:
         default="engine,agg,disagg,vllm",
         help="which to run now; the others' latest results are reused in the table",
     )
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    results = args.results
     load = [
         "--concurrency",
         args.concurrency,
@@ -116,13 +119,14 @@ def main() -> int:
         "--warmup",
         "2",
     ]
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {os.getloadavg()}")
 
     if args.encode_scaling:
         video_only = [*load, "--video-share", "1", "--video-seconds", "2,4"]
         outputs = [
             run_graph(
+                results,
                 f"disagg-encode{n}",
                 "graphs.disagg",
                 "disagg.yaml",
@@ -135,21 +139,23 @@ def main() -> int:
     else:
         mix = [*load, "--repeat-share", "0.2", "--text-share", "0.2"]
         runners = {
-            "engine": lambda: run_engine(mix),
-            "agg": lambda: run_graph("vidgraph-agg", "graphs.agg", "agg.yaml", mix),
-            "disagg": lambda: run_graph("vidgraph-disagg", "graphs.disagg", "disagg.yaml", mix),
-            "vllm": lambda: run_vllm(mix),
+            "engine": lambda: run_engine(results, mix),
+            "agg": lambda: run_graph(results, "vidgraph-agg", "graphs.agg", "agg.yaml", mix),
+            "disagg": lambda: run_graph(
+                results, "vidgraph-disagg", "graphs.disagg", "disagg.yaml", mix
+            ),
+            "vllm": lambda: run_vllm(results, mix),
         }
         for system in args.systems.split(","):
             runners[system]()
         outputs = [
-            RESULTS / f"{label}.json"
+            results / f"{label}.json"
             for label in ("engine", "vidgraph-agg", "vidgraph-disagg", "vllm")
-            if (RESULTS / f"{label}.json").exists()
+            if (results / f"{label}.json").exists()
         ]
         name = "comparison"
     print(f"load average at end: {os.getloadavg()}")
-    return compare.main([*map(str, outputs), "--out", str(RESULTS / name)])
+    return compare.main([*map(str, outputs), "--out", str(results / name)])
 
 
 if __name__ == "__main__":
