@@ -157,6 +157,7 @@ class Connector:
             "readables_released": self._counters["released"],
             "live_readables": len(self._readables),
             "live_registrations": self._nixl.live_registrations if self._nixl else 0,
+            "nixl_agent_rebuilds": self._nixl.rebuilds if self._nixl else 0,
         }
 
     def close(self) -> None:
@@ -175,7 +176,7 @@ class Connector:
         if self.requested_backend == "tcp":
             return "tcp"
         try:
-            self._nixl = NixlBackend(on_complete=self._done)
+            self._nixl = NixlBackend(self._done, serving=self._serving_agents, host=self.host)
         except Exception as exc:
             if self.requested_backend == "nixl":
                 raise TransferError(
@@ -212,6 +213,14 @@ class Connector:
         task = self._housekeeper
         if task is None or task.done() or task.get_loop() is not loop:
             self._housekeeper = loop.create_task(self._housekeep())
+
+    def _serving_agents(self) -> set[str]:
+        """The NIXL agents that exposed the live readables (a replaced agent serves on)."""
+        return {
+            op.metadata.endpoint.agent_name
+            for op in self._readables.values()
+            if isinstance(op.metadata.endpoint, NixlEndpoint)
+        }
 
     async def _housekeep(self) -> None:
         while self._readables:

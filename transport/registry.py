@@ -66,6 +66,17 @@ class RegistrationCache:
             self._drop(region, entry)
         self._freed.clear()
 
+    def abandon(self) -> None:
+        """Forgets every registration without deregistering it.
+
+        For when the agent that holds them is replaced: it frees them itself when
+        dropped, and the next `ensure` registers each storage with the new agent.
+        """
+        for entry in self._entries.values():
+            entry.finalizer.detach()
+        self._entries.clear()
+        self._freed.clear()
+
     def __len__(self) -> int:
         self.collect()
         return len(self._entries)

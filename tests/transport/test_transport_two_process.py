@@ -15,7 +15,7 @@ import weakref
 
 import pytest
 import torch
-from conftest import PeerProcess, start_peer
+from conftest import PeerProcess, round_trip, start_peer
 from transport_peer import digest, make_tensor
 
 from transport import Connector, Descriptor, RdmaMetadata, ReadableState, TransferError
@@ -124,7 +124,7 @@ async def test_lease_expiry_frees_an_unpulled_buffer(connector: Connector) -> No
     assert connector.stats()["live_readables"] == 0
 
 
-async def test_killing_the_producer_mid_transfer_raises_promptly(
+async def test_killing_the_producer_mid_transfer_raises_promptly_and_its_successor_works(
     backend: str, connector: Connector
 ) -> None:
     doomed = start_peer(backend)
@@ -144,6 +144,12 @@ async def test_killing_the_producer_mid_transfer_raises_promptly(
         assert time.monotonic() - started < 15  # the peer's death, not the 60 s timeout
     finally:
         doomed.stop()
+
+    successor = start_peer(backend)  # as a supervisor restarts a dead worker
+    try:
+        await round_trip(successor, connector, seed=2)
+    finally:
+        successor.stop()
 
 
 async def test_auto_picks_nixl_and_falls_back_to_tcp_with_a_warning(

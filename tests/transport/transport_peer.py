@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import hashlib
+import mmap
 import struct
 from typing import Any
 
@@ -37,6 +40,41 @@ def digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.contiguous().view(-1).view(torch.uint8).numpy()).hexdigest()
 
 
+def break_loopback_endpoint(agent: Any) -> None:
+    """Makes UCX fail a NIXL agent's connection to itself, as a transport error would.
+
+    A loopback READ from registered memory that has since been unmapped fails
+    with EFAULT, and UCX then marks the endpoint failed. Afterwards NIXL refuses
+    every new registration on that agent (NIXL_ERR_BACKEND): the production symptom.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 3 + [ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size, rw = mmap.PAGESIZE, mmap.PROT_READ | mmap.PROT_WRITE
+    src, dst = (
+        libc.mmap(None, size, rw, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0) for _ in range(2)
+    )
+    for addr in (src, dst):
+        agent.register_memory([(addr, size, 0, "")], "DRAM")
+    libc.munmap(src, size)
+    local = agent.get_xfer_descs([(dst, size, 0)], "DRAM")
+    remote = agent.get_xfer_descs([(src, size, 0)], "DRAM")
+    handle = agent.initialize_xfer("READ", local, remote, agent.name, b"")
+    with contextlib.suppress(Exception):  # failing is the point
+        agent.transfer(handle)
+    try:
+        agent.register_memory([(dst, size, 0, "")], "DRAM")
+    except Exception:
+        return
+    raise RuntimeError("the NIXL agent still registers memory; the loopback endpoint did not fail")
+
+
+def connector_agent(connector: Connector) -> Any:
+    """The NIXL agent a connector currently uses (test-only access to its internals)."""
+    return connector._nixl._agent
+
+
 async def send_frame(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
     payload = msgpack.packb(message)
     writer.write(FRAME.pack(len(payload)) + payload)
@@ -52,13 +90,18 @@ class Peer:
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
         self.readables: dict[str, ReadableOperation] = {}
+        self.cache: dict[tuple[str, int, int], torch.Tensor] = {}
 
-    async def expose(self, dtype: str, nbytes: int, seeds: list[int], lease_s: float) -> dict:
+    async def expose(
+        self, dtype: str, nbytes: int, seeds: list[int], lease_s: float, cached: bool = False
+    ) -> dict:
+        """`cached` exposes one kept tensor per seed again and again, as an embedding cache does."""
         metas = []
         for seed in seeds:
-            op = await self.connector.create_readable(
-                [Descriptor(make_tensor(dtype, nbytes, seed))], lease_s=lease_s
-            )
+            tensor = make_tensor(dtype, nbytes, seed)
+            if cached:
+                tensor = self.cache.setdefault((dtype, nbytes, seed), tensor)
+            op = await self.connector.create_readable([Descriptor(tensor)], lease_s=lease_s)
             self.readables[op.key] = op
             metas.append(op.metadata.to_dict())
         return {"metas": metas}
@@ -82,8 +125,16 @@ class Peer:
     async def stats(self) -> dict:
         return self.connector.stats()
 
+    async def uncache(self) -> dict:
+        self.cache.clear()
+        return {}
 
-COMMANDS = ("expose", "wait", "read", "stats")
+    async def break_agent(self) -> dict:
+        break_loopback_endpoint(connector_agent(self.connector))
+        return {}
+
+
+COMMANDS = ("expose", "wait", "read", "stats", "uncache", "break_agent")
 
 
 async def main() -> None:
