@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,24 +66,17 @@ async def counters(peer: PeerProcess, connector: Connector) -> dict[str, int]:
     return {f"{side} {k}": s[k] for side, s in (("here", mine), ("peer", theirs)) for k in COUNTERS}
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return True
-
-
 async def back_to(baseline: dict[str, int], peer: PeerProcess, connector: Connector) -> None:
-    async def settled() -> bool:
-        return await counters(peer, connector) == baseline
-
-    assert await eventually(settled), (await counters(peer, connector), baseline)
+    """Waits for both sides' counters to settle; a stalled readable waits out its lease."""
+    deadline = time.monotonic() + 15.0
+    while (now := await counters(peer, connector)) != baseline:
+        assert time.monotonic() < deadline, (now, baseline)
+        await asyncio.sleep(0.1)
 
 
 def test_nixl_refuses_every_registration_once_its_loopback_endpoint_fails() -> None:
-    """The root cause, in NIXL itself: if this starts passing, the agent rebuild can go."""
+    """The root cause, in NIXL itself (should a NIXL release fix it, this fails: then the
+    agent rebuild in transport/nixl_backend.py may be unnecessary)."""
     from nixl_cu13 import _api
 
     config = _api.nixl_agent_config(enable_prog_thread=False, backends=["UCX"])
@@ -190,12 +183,12 @@ async def test_reading_a_readable_of_this_very_process_needs_no_new_agent(
 
 
 def test_losing_a_network_link_breaks_no_transfer() -> None:
-    """What happened in production: a test's virtual link came and went on the host.
+    """The likely trigger of the reported failure: another test's virtual link came and went.
 
-    UCX had put its connections, the agent's link to itself included, on that
-    link; once it was gone every read hung until its timeout, and later every
-    registration failed. Both processes here advertise loopback, so UCX must
-    stay off the link.
+    Left free to choose, UCX puts its connections (the agent's link to itself
+    included) on such a link; once it is gone, a read hangs until its timeout,
+    and later every registration fails. Both processes here advertise loopback,
+    so UCX must stay off the link.
     """
     namespace = ["unshare", "--net", "--mount", "sh", "-c"]
     probe = subprocess.run([*namespace, PRIVATE_NETWORK], capture_output=True, text=True)
