@@ -176,7 +176,9 @@ def test_bad_requests_get_an_openai_error_and_the_graph_keeps_serving(
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_sequence(graph: RunningGraph) -> None:
-    body = chat(user_message("Talk for a long time.", []), max_tokens=3000, stream=True)
+    body = chat(
+        user_message("Talk for a long time.", []), max_tokens=3000, ignore_eos=True, stream=True
+    )
     with httpx.stream("POST", f"{graph.base_url}/v1/chat/completions", json=body) as response:
         lines = response.iter_lines()
         for _ in range(6):
