@@ -9,9 +9,10 @@ with two videos can use two encode workers at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
-from protocol.errors import ServiceError
+from protocol.errors import ServiceError, WorkerLost
 from protocol.messages import EncodeRequest, EncodeResponse, MediaRef
 from runtime import Client
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     import torch
 
     from transport import Connector
+
+log = logging.getLogger(__name__)
+READ_ATTEMPTS = 2
 
 
 class EmbeddingSource:
@@ -47,15 +51,25 @@ class EmbeddingSource:
         media_io_kwargs: dict[str, dict[str, Any]] | None,
         deadline_s: float,
     ) -> torch.Tensor:
-        from transport import RdmaMetadata
+        from transport import RdmaMetadata, TransferError
 
         request = EncodeRequest(request_id=request_id, media=media, media_io_kwargs=media_io_kwargs)
-        reply = EncodeResponse.model_validate(
-            await self.encoders.call("encode", request.model_dump(), deadline_s=deadline_s)
-        )
-        [embeddings] = await self.transport.read(RdmaMetadata.from_dict(reply.embeddings))
-        self.bytes_read += embeddings.numel() * embeddings.element_size()
-        return embeddings
+        failure: TransferError | None = None
+        for _ in range(READ_ATTEMPTS):
+            reply = EncodeResponse.model_validate(
+                await self.encoders.call("encode", request.model_dump(), deadline_s=deadline_s)
+            )
+            try:
+                [embeddings] = await self.transport.read(RdmaMetadata.from_dict(reply.embeddings))
+            except TransferError as error:
+                # The buffer could not be read (its producer died, or its NIXL agent
+                # was rebuilt): ask again; the router may pick another encode worker.
+                log.warning("reading embeddings for %s failed: %s", request_id, error)
+                failure = error
+                continue
+            self.bytes_read += embeddings.numel() * embeddings.element_size()
+            return embeddings
+        raise WorkerLost(f"could not read the video embeddings: {failure}") from failure
 
 
 def check_prompt_fits(
