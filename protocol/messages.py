@@ -108,12 +108,8 @@ class EncodeResponse(BaseModel):
 # DecodeWorker -> PrefillWorker (disaggregated graph)
 
 
-class PrefillRequest(BaseModel):
-    request_id: str
-    prompt_token_ids: list[int]
-    media: list[MediaRef] = Field(default_factory=list)
-    media_io_kwargs: dict[str, dict[str, Any]] | None = None
-    sampling: SamplingOptions
+class PrefillRequest(GenerateRequest):
+    """The same request, to be prefilled only: the decode worker keeps the sequence."""
 
 
 class PrefillResponse(BaseModel):
