@@ -16,13 +16,19 @@ The story of a request here:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from components.embeddings import EmbeddingSource, check_prompt_fits
-from components.model_worker import ModelWorkerConfig, load_engine, transport_stats
+from components.model_worker import (
+    ModelWorkerConfig,
+    load_engine,
+    open_transport,
+    transport_stats,
+)
 from protocol.messages import (
     GenerateRequest,
     PrefillRequest,
@@ -30,10 +36,12 @@ from protocol.messages import (
     TokenLogprobs,
     TokenOutput,
 )
-from runtime import Component, Context, endpoint
+from runtime import Component, Context, NoInstances, WorkerLost, endpoint
 
 if TYPE_CHECKING:
     from engine import SamplingParams, StepOutput
+
+log = logging.getLogger(__name__)
 
 # torch, the engine and NIXL are imported in start(): every process of the graph
 # imports this module through graphs/, and the frontend should not pay for them.
@@ -52,13 +60,17 @@ class DecodeWorker(Component):
 
     async def start(self) -> None:
         from engine import AsyncEngine
-        from transport import Connector
 
         self.engine = AsyncEngine(await load_engine(self.config, self.config.max_num_seqs))
-        self.transport = Connector.get(self.config.transport)
+        self.transport = open_transport(self.config)
         self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
         self.prefills = self.client("PrefillWorker") if self.config.remote_prefill else None
-        self.counts = {"local_prefills": 0, "remote_prefills": 0, "kv_bytes_read": 0}
+        self.counts = {
+            "local_prefills": 0,
+            "remote_prefills": 0,
+            "prefill_fallbacks": 0,
+            "kv_bytes_read": 0,
+        }
 
     @endpoint
     async def generate(
@@ -97,7 +109,9 @@ class DecodeWorker(Component):
             req.request_id, req.media, req.media_io_kwargs, ctx.time_left()
         )
         check_prompt_fits(req.prompt_token_ids, embeddings, self.config.max_model_len)
-        steps = self.engine.generate(req.request_id, req.prompt_token_ids, embeddings, sampling)
+        # The engine keys sequences by this call's own id: `req.request_id` comes from
+        # the client, and a retried request may reach us while its first try still runs.
+        steps = self.engine.generate(ctx.request_id, req.prompt_token_ids, embeddings, sampling)
         async for step in steps:
             yield token_output(step, sampling)
 
@@ -108,16 +122,20 @@ class DecodeWorker(Component):
         from transport import RdmaMetadata
 
         assert self.prefills is not None
-        prefill = PrefillRequest(
-            request_id=req.request_id,
-            prompt_token_ids=req.prompt_token_ids,
-            media=req.media,
-            media_io_kwargs=req.media_io_kwargs,
-            sampling=req.sampling,
-        )
-        reply = PrefillResponse.model_validate(
-            await self.prefills.call("prefill", prefill.model_dump(), deadline_s=ctx.time_left())
-        )
+        prefill = PrefillRequest(**req.model_dump())
+        try:
+            answer = await self.prefills.call(
+                "prefill", prefill.model_dump(), deadline_s=ctx.time_left()
+            )
+        except (WorkerLost, NoInstances) as error:
+            # No prefill worker answered (it died, or left): nothing was produced
+            # yet, so prefilling here costs time but loses nothing.
+            log.warning("remote prefill of %s failed (%s); prefilling here", req.request_id, error)
+            self.counts["prefill_fallbacks"] += 1
+            async for output in self.local_prefill_then_decode(req, sampling, ctx):
+                yield output
+            return
+        reply = PrefillResponse.model_validate(answer)
         # Read the KV before answering, even when the first token is the last:
         # reading is what tells the prefill worker it may free the buffer.
         [kv] = await self.transport.read(RdmaMetadata.from_dict(reply.kv))
@@ -131,7 +149,7 @@ class DecodeWorker(Component):
         if reply.finish_reason is not None:
             return
         steps = self.engine.generate_prefilled(
-            req.request_id, req.prompt_token_ids, reply.first_token, SequenceKV(kv), sampling
+            ctx.request_id, req.prompt_token_ids, reply.first_token, SequenceKV(kv), sampling
         )
         async for step in steps:
             yield token_output(step, sampling)

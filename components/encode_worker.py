@@ -43,6 +43,8 @@ class EncodeWorkerConfig(ModelWorkerConfig, MediaOptions):
 
     embedding_cache_mib: int = Field(default=1024, ge=0)
     read_lease_s: float = Field(default=60.0, gt=0)
+    max_concurrent_fetches: int = Field(default=16, ge=1)
+    """Media downloads at once; more wait their turn, so a burst cannot hold unbounded bytes."""
 
 
 class EncodeWorker(Component):
@@ -52,6 +54,7 @@ class EncodeWorker(Component):
 
         self.engine = await load_engine(self.config, max_num_seqs=0)
         self.fetcher = MediaFetcher(self.config)
+        self.fetch_slots = asyncio.Semaphore(self.config.max_concurrent_fetches)
         self.cache = EmbeddingCache(self.config.embedding_cache_mib * MiB)
         self.transport = open_transport(self.config)
         self.encoded = 0
@@ -90,7 +93,8 @@ class EncodeWorker(Component):
         self.config.check_enabled(modality)
         kwargs = req.media_io_kwargs or {}
         sampling = self.config.video_sampling(kwargs.get("video"))
-        data = await self.fetcher.fetch(req.media.url)
+        async with self.fetch_slots:
+            data = await self.fetcher.fetch(req.media.url)
         # An image ignores the video sampling, so only its bytes and the model key it.
         how = sampling.cache_key() if modality == "video" else "image"
         key = f"{hashlib.sha256(data).hexdigest()}|{how}|{self.config.model}"

@@ -32,7 +32,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field, SecretStr
 from starlette.exceptions import HTTPException
 
@@ -66,6 +66,8 @@ API_KEY_ENV = "VIDGRAPH_API_KEY"
 # A caller's own x-request-id is kept only if it is this plain: it goes into every log line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MiB = 1 << 20
+# What /v1/chat/completions may answer besides 200, for the OpenAPI document.
+_ERROR_STATUSES = (400, 401, 404, 413, 429, 500, 503, 504)
 
 
 class _Server(uvicorn.Server):
@@ -213,7 +215,14 @@ class Frontend(Component):
                 getattr(request.state, "request_id", ""),
             )
 
-        @app.post("/v1/chat/completions", response_model=ChatCompletion)
+        @app.post(
+            "/v1/chat/completions",
+            response_model=ChatCompletion,
+            responses={
+                200: {"content": {"text/event-stream": {}}},
+                **{status: {"model": ErrorResponse} for status in _ERROR_STATUSES},
+            },
+        )
         async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
             return await self.chat_completions(body, request.state.request_id)
 
@@ -225,7 +234,7 @@ class Frontend(Component):
         async def live() -> dict[str, str]:
             return {"status": "live"}
 
-        @app.get("/health")
+        @app.get("/health", responses={503: {"description": "not every component is live"}})
         async def health() -> JSONResponse:
             instances = await self.graph_instances()
             status = "ready" if all(instances.values()) else "unavailable"
@@ -236,7 +245,7 @@ class Frontend(Component):
                 status_code=200 if status == "ready" else 503,
             )
 
-        @app.get("/metrics")
+        @app.get("/metrics", response_class=PlainTextResponse)
         async def metrics() -> Response:
             body, content_type = self.metrics.render(await self.worker_stats())
             return Response(body, media_type=content_type)

@@ -57,7 +57,7 @@ class PrefillWorker(Component):
         )
         check_prompt_fits(req.prompt_token_ids, embeddings, self.config.max_model_len)
         first, kv = await self.engine.prefill_export(
-            req.request_id,
+            ctx.request_id,  # unique per call, unlike the client-given `req.request_id`
             req.prompt_token_ids,
             embeddings,
             SamplingParams(**req.sampling.model_dump()),

@@ -20,7 +20,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from protocol import codec
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
-from runtime.wire import Kind, Outbox, configure, receive
+from runtime.wire import Kind, Outbox, Unsendable, configure, receive
 
 _LINK_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
 _LINK_DOWN = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
@@ -64,7 +64,15 @@ class Connection:
         expiry = asyncio.get_running_loop().call_later(timeout_s, inbox.put_nowait, _EXPIRED)
         closed = False
         try:
-            self._outbox.put([Kind.REQUEST, rid, endpoint, timeout_s, request_id, body])
+            try:
+                self._outbox.put([Kind.REQUEST, rid, endpoint, timeout_s, request_id, body])
+            except Unsendable as error:
+                closed = True  # never sent: nothing to cancel remotely
+                raise ServiceError(
+                    f"{error}; send integers within 64 bits and text that is valid Unicode",
+                    status=400,
+                    type="invalid_request_error",
+                ) from None
             while True:
                 frame = await inbox.get()
                 if frame is _EXPIRED:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from enum import IntEnum
 from typing import Any
 
+import msgpack
 import zmq
 import zmq.asyncio
 
@@ -34,6 +35,13 @@ HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 5000
 CONNECT_TIMEOUT_MS = 3000
 OUTBOX_HIGH_WATER = 1000  # frames queued before producers wait for the socket
+
+
+class Unsendable(ValueError):
+    """A frame msgpack cannot encode, e.g. an integer past 64 bits or a lone surrogate."""
+
+
+_ARRAY_HEADER = msgpack.Packer()  # frames are encoded one by one, then sent as one array
 
 
 class Kind(IntEnum):
@@ -81,6 +89,10 @@ class Outbox:
     with pyzmq, the send (a wake-up of libzmq's I/O thread) is the dominant
     cost of a small reply. Producers call `room()` to wait while the socket
     falls behind.
+
+    Each frame is encoded in `put`, so a frame that cannot be encoded (an
+    integer past 64 bits, a lone surrogate) raises there, at the one request
+    it belongs to, instead of killing the sender and every later request.
     """
 
     def __init__(
@@ -88,7 +100,7 @@ class Outbox:
     ) -> None:
         self._socket = socket
         self._on_unreachable = on_unreachable
-        self._queued: dict[bytes, list[list[Any]]] = {}
+        self._queued: dict[bytes, list[bytes]] = {}
         self._backlog = 0
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -96,8 +108,15 @@ class Outbox:
         self._sender = asyncio.create_task(self._send_forever())
 
     def put(self, frame: list[Any], peer: bytes = b"") -> None:
-        """Queue `frame` for `peer` (a ROUTER's routing id; empty on a DEALER)."""
-        self._queued.setdefault(peer, []).append(frame)
+        """Queue `frame` for `peer` (a ROUTER's routing id; empty on a DEALER).
+
+        Raises `Unsendable` when the frame cannot be encoded.
+        """
+        try:
+            encoded = codec.encode(frame)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise Unsendable(f"a value in the message cannot be encoded ({error})") from None
+        self._queued.setdefault(peer, []).append(encoded)
         self._backlog += 1
         self._ready.set()
         if self._backlog >= OUTBOX_HIGH_WATER:
@@ -118,7 +137,7 @@ class Outbox:
         self._backlog = 0
         self._room.set()
         for peer, frames in queued.items():
-            payload = codec.encode(frames)
+            payload = _ARRAY_HEADER.pack_array_header(len(frames)) + b"".join(frames)
             try:
                 await self._socket.send_multipart([peer, payload] if peer else [payload])
             except zmq.ZMQError:

@@ -1,0 +1,64 @@
+"""Graceful drain: SIGTERM a frontend while requests stream through it.
+
+It must answer /health with 503 at once (so a load balancer stops sending),
+refuse new requests with 503 and Retry-After, finish every request it had
+already accepted, and then exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from reliability_helpers import (
+    ExtraFrontend,
+    chat_body,
+    frontend_in_flight,
+    send_all,
+    tally,
+    wait_until,
+)
+
+IN_FLIGHT = 8
+
+
+def test_sigterm_drains_the_frontend(
+    start_frontend: Callable[..., ExtraFrontend], media_dir: Path
+) -> None:
+    frontend = start_frontend()
+
+    async def run() -> tuple[list, httpx.Response, httpx.Response]:
+        bodies = [chat_body(media_dir, i, max_tokens=256) for i in range(IN_FLIGHT)]
+        sending = asyncio.create_task(send_all(frontend.base_url, bodies))
+        await asyncio.to_thread(
+            wait_until,
+            "every request in flight at the frontend",
+            lambda: frontend_in_flight(frontend.base_url) == IN_FLIGHT,
+            30,
+        )
+        frontend.process.send_signal(signal.SIGTERM)
+        async with httpx.AsyncClient(base_url=frontend.base_url) as client:
+            health = await _draining_health(client)
+            refused = await client.post("/v1/chat/completions", json=chat_body(media_dir, 3))
+        return await sending, health, refused
+
+    outcomes, health, refused = asyncio.run(run())
+
+    assert health.json()["status"] == "draining"
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert tally(outcomes) == {"answered": IN_FLIGHT, "errored": 0, "lost": 0}, outcomes
+    assert frontend.process.wait(timeout=30) == 0
+
+
+async def _draining_health(client: httpx.AsyncClient) -> httpx.Response:
+    """The first /health after the signal arrives (the process handles it within moments)."""
+    for _ in range(100):
+        health = await client.get("/health")
+        if health.status_code == 503:
+            return health
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"/health still answers {health.status_code} after SIGTERM")
