@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from graphs.serve import ROOT, serve_graph
-from media.samples import write_sample_video
+from media.samples import sample_frames, write_sample_video
 
 MIME = {"video": "video/mp4", "image": "image/png"}
 
@@ -58,6 +58,19 @@ def valid_clip() -> bytes:
         return write_sample_video(
             Path(folder) / "clip.mp4", seconds=1.0, fps=8, seed=3
         ).read_bytes()
+
+
+def _clip_titled(marker: bytes) -> bytes:
+    """A valid clip whose container title is `marker`, to be overwritten with bad bytes."""
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as container:
+        container.metadata["title"] = marker.decode()
+        stream = container.add_stream("libx264", rate=8)
+        stream.width, stream.height = 64, 48
+        for frame in sample_frames(4, 64, 48, seed=0):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return out.getvalue()
 
 
 def _png(width: int, height: int) -> bytes:
@@ -93,6 +106,7 @@ def _wav() -> bytes:
 def fixed_cases() -> dict[str, tuple[str, bytes]]:
     """Named hostile inputs: (modality, bytes). Each must be refused with a 4xx."""
     clip = valid_clip()
+    marker = b"TITLE-MARKER"
     return {
         "empty": ("video", b""),
         "random bytes": ("video", random.Random(0).randbytes(4096)),
@@ -100,6 +114,8 @@ def fixed_cases() -> dict[str, tuple[str, bytes]]:
         "truncated halfway": ("video", clip[: len(clip) // 2]),
         "mp4 box sizes zeroed": ("video", clip[:8] + bytes(32) + clip[40:]),
         "audio only": ("video", _wav()),
+        "metadata not UTF-8": ("video", _clip_titled(marker).replace(marker, b"\xff" * 12)),
+        "unknown codec tag": ("video", clip.replace(b"avc1", b"zzzz")),
         "text sent as video": ("video", b"<html><body>not a video</body></html>" * 50),
         "8192x8192 h264 bomb": ("video", _flat_clip(8192, 8192, 1)),
         "60000x60000 png bomb": ("image", _png_claiming(60000, 60000)),

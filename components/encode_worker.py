@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,15 @@ from components.model_worker import (
     open_transport,
     transport_stats,
 )
-from media import MediaError, MediaFetcher, MediaOptions, decode_image, decode_video
+from media import (
+    DecodedVideo,
+    MediaError,
+    MediaFetcher,
+    MediaOptions,
+    VideoSampling,
+    decode_image,
+    decode_video,
+)
 from protocol.errors import ServiceError
 from protocol.messages import EncodeRequest, EncodeResponse
 from runtime import Component, Context, endpoint
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
 # imports this module through graphs/, and the frontend should not pay for them.
 
 MiB = 1 << 20
+log = logging.getLogger(__name__)
 
 
 class EncodeWorkerConfig(ModelWorkerConfig, MediaOptions):
@@ -101,14 +111,32 @@ class EncodeWorker(Component):
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True
-        if modality == "video":
-            decoded = await decode_video(data, sampling)
-        else:
-            decoded = await decode_image(data, self.config)
+        decoded = await self.decode(data, modality, sampling)
         embeddings = await asyncio.to_thread(self.engine.encode_video, decoded.frames)
         self.cache.put(key, embeddings)
         self.encoded += 1
         return embeddings, False
+
+    async def decode(self, data: bytes, modality: str, sampling: VideoSampling) -> DecodedVideo:
+        """Decode untrusted bytes: whatever the decoder raises on them is the sender's 400.
+
+        Crafted files make PyAV fail in ways `media` does not name yet (metadata
+        that is not UTF-8, a stream with no known codec); they are still bad
+        input, not a server fault, and must not read as a 500.
+        """
+        try:
+            if modality == "video":
+                return await decode_video(data, sampling)
+            return await decode_image(data, self.config)
+        except MediaError:
+            raise
+        except Exception as error:
+            log.warning("decoding a %s failed unexpectedly: %r", modality, error)
+            raise MediaError(
+                f"the {modality} could not be read ({type(error).__name__}); send a complete, "
+                "supported file",
+                rule="unreadable",
+            ) from error
 
     def stats(self) -> dict[str, float]:
         return {
