@@ -10,10 +10,12 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import openai
 import pytest
 from graph_helpers import Reference
 
 from engine import resolve_model
+from graphs.serve import RunningGraph
 from media.samples import write_sample_video
 
 
@@ -51,3 +53,9 @@ def video(media_dir: Path) -> Callable[[int], Path]:
 @pytest.fixture(scope="session")
 def reference(model_dir: Path) -> Reference:
     return Reference(model_dir)
+
+
+@pytest.fixture(scope="module")
+def client(graph: RunningGraph) -> openai.OpenAI:
+    """The official client on the module's `graph` fixture, without retries that hide errors."""
+    return openai.OpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)

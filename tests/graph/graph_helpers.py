@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import openai
+import pytest
 import torch
 from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
-from graphs.serve import RunningGraph
+from graphs.serve import ROOT, RunningGraph, serve_graph
 from media import MediaOptions, decode_video_sync
 
 NUM_FRAMES = 8  # configs/*.yaml: Common.num-frames
@@ -92,3 +94,17 @@ def worker_stat(graph: RunningGraph, component: str, stat: str) -> float:
 def metric(graph: RunningGraph, name: str) -> float:
     body = httpx.get(f"{graph.base_url}/metrics").text
     return float(re.search(rf"^{name} (\S+)$", body, flags=re.M).group(1))
+
+
+def start_graph(
+    name: str, media_dir: Path, tmp_path_factory: pytest.TempPathFactory, *overrides: str
+) -> Iterator[RunningGraph]:
+    """`graphs.NAME` with `configs/NAME.yaml`, its encode workers allowed to read `media_dir`."""
+    with serve_graph(
+        f"graphs.{name}",
+        ROOT / "configs" / f"{name}.yaml",
+        f"--EncodeWorker.allowed-local-media-path={media_dir}",
+        *overrides,
+        log_path=tmp_path_factory.mktemp(name) / "serve.log",
+    ) as running:
+        yield running

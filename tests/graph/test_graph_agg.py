@@ -18,29 +18,18 @@ from graph_helpers import (
     ask,
     data_url,
     metric,
+    start_graph,
     token_ids,
     user_message,
     worker_stat,
 )
 
-from graphs.serve import ROOT, RunningGraph, free_port, serve_graph
+from graphs.serve import ROOT, RunningGraph, free_port
 
 
 @pytest.fixture(scope="module")
 def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
-    log = tmp_path_factory.mktemp("agg") / "serve.log"
-    with serve_graph(
-        "graphs.agg",
-        ROOT / "configs" / "agg.yaml",
-        f"--EncodeWorker.allowed-local-media-path={media_dir}",
-        log_path=log,
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(graph: RunningGraph) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)
+    yield from start_graph("agg", media_dir, tmp_path_factory)
 
 
 CASES = {"text only": [], "one video": [1], "two videos": [2, 3]}

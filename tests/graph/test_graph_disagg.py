@@ -18,13 +18,14 @@ from graph_helpers import (
     MAX_TOKENS,
     Reference,
     ask,
+    start_graph,
     token_ids,
     user_message,
     worker_stat,
     worker_stats,
 )
 
-from graphs.serve import ROOT, RunningGraph, serve_graph
+from graphs.serve import ROOT, RunningGraph
 
 CONFIG = ROOT / "configs" / "disagg.yaml"
 LONG_TEXT = "Tell me, in many careful words, about " + "the river and the hills " * 12
@@ -32,19 +33,7 @@ LONG_TEXT = "Tell me, in many careful words, about " + "the river and the hills 
 
 @pytest.fixture(scope="module")
 def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
-    log = tmp_path_factory.mktemp("disagg") / "serve.log"
-    with serve_graph(
-        "graphs.disagg",
-        CONFIG,
-        f"--EncodeWorker.allowed-local-media-path={media_dir}",
-        log_path=log,
-    ) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(graph: RunningGraph) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)
+    yield from start_graph("disagg", media_dir, tmp_path_factory)
 
 
 def instances(graph: RunningGraph, component: str) -> list[dict]:
