@@ -25,6 +25,7 @@ from reliability_helpers import (
     RestartableEtcd,
     chat_body,
     frontend_in_flight,
+    instances,
     pids,
     send_all,
     tally,
@@ -41,27 +42,40 @@ RECOVERY_S = 30.0
 # A replacement worker imports torch and loads the model before it registers;
 # on a loaded 2-core CI machine that alone can take most of a minute.
 REPLACED_S = 150.0
-FAULT_AFTER_S = 0.5  # into the burst, when every stage has requests in flight
+ANSWER_TOKENS = 64  # the tiny model decodes fast: longer answers keep streams open at the fault
 victims: list[int] = []  # pids killed by this module; the last test checks they were replaced
 
 
 def burst_with_fault(
-    graph: RunningGraph, media_dir: Path, fault: Callable[[], None]
+    graph: RunningGraph,
+    media_dir: Path,
+    fault: Callable[[], None],
+    ready: Callable[[], bool] | None = None,
 ) -> list[Outcome]:
-    """32 requests at once; `fault` runs while they are in flight.
+    """32 requests at once; `fault` runs once `ready()` says they are where it should hit.
 
-    It runs on the event loop's own thread, blocking it briefly: a process it
-    starts (etcd) gets the parent-death signal when its parent *thread* exits.
+    By default that is when half of them are in flight at the frontend. The
+    fault runs on the event loop's own thread, blocking it briefly: a process
+    it starts (etcd) gets the parent-death signal when its parent *thread* exits.
     """
+    ready = ready or (lambda: frontend_in_flight(graph.base_url) >= REQUESTS // 2)
 
     async def run() -> list[Outcome]:
-        bodies = [chat_body(media_dir, i, max_tokens=24) for i in range(REQUESTS)]
+        bodies = [chat_body(media_dir, i, max_tokens=ANSWER_TOKENS) for i in range(REQUESTS)]
         sending = asyncio.create_task(send_all(graph.base_url, bodies))
-        await asyncio.sleep(FAULT_AFTER_S)
+        while not sending.done() and not await asyncio.to_thread(ready):
+            await asyncio.sleep(0.01)
         fault()
         return await sending
 
     return asyncio.run(run())
+
+
+def serving(graph: RunningGraph, component: str, pid: int) -> Callable[[], bool]:
+    """True while the worker with `pid` is serving at least one request."""
+    [instance] = [i for i in instances(graph.base_url)[component] if i["pid"] == pid]
+    key = (component, instance["id"])
+    return lambda: worker_stats(graph.base_url, "inflight").get(key, 0) >= 1
 
 
 def answered_again(graph: RunningGraph, media_dir: Path) -> bool:
@@ -134,7 +148,8 @@ def test_kill_9_while_requests_flow(component: str, graph: RunningGraph, media_d
         os.kill(victim, signal.SIGKILL)
         killed_at.append(time.monotonic())
 
-    counts = assert_nothing_lost(burst_with_fault(graph, media_dir, kill))
+    busy = serving(graph, component, victim)
+    counts = assert_nothing_lost(burst_with_fault(graph, media_dir, kill, ready=busy))
     recovery_s = wait_recovered(graph, media_dir, killed_at[0], f"kill -9 {component}")
     assert_no_leaks(graph)
     report(f"kill -9 {component}", counts, recovery_s)
