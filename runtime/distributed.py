@@ -22,7 +22,10 @@ class DistributedRuntime:
 
     def __init__(self, discovery: Discovery) -> None:
         self.discovery = discovery
-        self._zmq = zmq.asyncio.Context()
+        # One ZeroMQ context per process, never terminated: terminating a context
+        # blocks until every socket in it is closed, and a runtime that was never
+        # closed would otherwise hang its process when garbage collection ran it.
+        self._zmq = zmq.asyncio.Context.instance()
         self._connections = ConnectionPool(self._zmq)
         self._servers: list[EndpointServer] = []
 
@@ -67,4 +70,3 @@ class DistributedRuntime:
         for server in self._servers:
             await server.close()
         await self._connections.close()
-        self._zmq.destroy(linger=0)
