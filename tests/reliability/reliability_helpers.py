@@ -131,6 +131,8 @@ def chat_body(media_dir: Path, index: int, *, max_tokens: int = 12) -> dict[str,
         "messages": [{"role": "user", "content": parts}],
         "max_tokens": max_tokens,
         "temperature": 0,
+        # Every answer runs its full length, so requests stay in flight as long as planned.
+        "ignore_eos": True,
         "stream": index % 2 == 0,
     }
 
