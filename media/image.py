@@ -32,7 +32,9 @@ def decode_image_sync(data: bytes, options: MediaOptions) -> DecodedVideo:
             rule="unreadable",
         ) from None
     frames = np.asarray(upright, dtype=np.uint8)[np.newaxis]
-    return DecodedVideo(frames=frames, source_fps=0.0, duration=0.0, sampled_timestamps=[0.0])
+    return DecodedVideo(
+        frames=frames, source_fps=0.0, duration=0.0, sampled_timestamps=[0.0], frame_indices=[0]
+    )
 
 
 def _check_size(width: int, height: int, options: MediaOptions) -> None:

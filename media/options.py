@@ -31,6 +31,9 @@ DEFAULT_NUM_FRAMES = 8
 """Frames sampled when neither the server nor the request picks num_frames or fps."""
 
 Modality = Literal["video", "image"]
+Sampler = Literal["uniform", "qwen-vl"]
+QWEN_FPS = 2.0
+"""The qwen-vl sampler's frame rate when neither the server nor the request picks one."""
 
 
 def _to_kebab(name: str) -> str:
@@ -59,11 +62,21 @@ class VideoLimits(BaseModel):
 
 
 class VideoSampling(VideoLimits):
-    """How to sample one video: `num_frames` XOR (`fps` with optional `max_frames`)."""
+    """How to sample one video: `num_frames` XOR (`fps` with optional `max_frames`).
 
+    `sampler` picks the rules: `uniform` (`media.sampling`: uniform timestamps,
+    frames at their own size) or `qwen-vl` (`media.qwen_vl`: as `qwen-vl-utils`
+    samples for Qwen3-VL, which alone reads `min_frames` and the pixel budgets).
+    """
+
+    sampler: Sampler = "uniform"
     num_frames: PositiveInt | None = None
     fps: PositiveFloat | None = None
+    min_frames: PositiveInt | None = None
     max_frames: PositiveInt | None = None
+    min_pixels: PositiveInt | None = None
+    max_pixels: PositiveInt | None = None
+    total_pixels: PositiveInt | None = None
     strict: bool = False
     """Fail when a sampled frame cannot be decoded, instead of dropping it."""
 
@@ -72,6 +85,14 @@ class VideoSampling(VideoLimits):
         _forbid_both_modes(self.num_frames, self.fps)
         if self.num_frames is None and self.fps is None:
             raise MediaError("give num_frames or fps", rule="num_frames-xor-fps")
+        if self.sampler == "uniform":
+            for name in _QWEN_ONLY:
+                if getattr(self, name) is not None:
+                    raise MediaError(
+                        f"{name} applies to the qwen-vl sampler only; this server samples "
+                        "videos uniformly (server option: video-sampler)",
+                        rule="media_io_kwargs",
+                    )
         if self.max_frames is not None and self.fps is None:
             raise MediaError(
                 f"max_frames={self.max_frames} caps fps sampling, but no fps was given; "
@@ -91,6 +112,9 @@ class VideoSampling(VideoLimits):
         return "video:" + json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
 
 
+_QWEN_ONLY = ("min_frames", "min_pixels", "max_pixels", "total_pixels")
+
+
 class _VideoRequest(BaseModel):
     """The keys a request may set under `media_io_kwargs["video"]`."""
 
@@ -98,7 +122,11 @@ class _VideoRequest(BaseModel):
 
     num_frames: PositiveInt | None = None
     fps: PositiveFloat | None = None
+    min_frames: PositiveInt | None = None
     max_frames: PositiveInt | None = None
+    min_pixels: PositiveInt | None = None
+    max_pixels: PositiveInt | None = None
+    total_pixels: PositiveInt | None = None
     strict: bool | None = None
     max_alloc: PositiveInt | None = None
     max_duration_s: PositiveFloat | None = None
@@ -135,9 +163,15 @@ class MediaOptions(BaseModel):
     enable_video: bool = True
     enable_image: bool = True
 
+    video_sampler: Literal["auto", "uniform", "qwen-vl"] = "auto"
+    """`auto`: the model family's own (qwen-vl for Qwen3-VL, uniform otherwise)."""
     num_frames: PositiveInt | None = None
     fps: PositiveFloat | None = None
+    min_frames: PositiveInt | None = None
     max_frames: PositiveInt | None = None
+    min_pixels: PositiveInt | None = None
+    max_pixels: PositiveInt | None = None
+    total_pixels: PositiveInt | None = None
     strict: bool = False
 
     max_alloc: PositiveInt = 512 * MiB
@@ -158,7 +192,8 @@ class MediaOptions(BaseModel):
         try:
             _forbid_both_modes(self.num_frames, self.fps)
             if self.enable_video:
-                self.video_sampling()
+                knobs = any(getattr(self, name) is not None for name in _QWEN_ONLY)
+                self.video_sampling(family_sampler="qwen-vl" if knobs else "uniform")
         except MediaError as error:
             raise ValueError(str(error)) from None
         return self
@@ -172,16 +207,20 @@ class MediaOptions(BaseModel):
                 rule=f"enable-{modality}",
             )
 
-    def video_sampling(self, video_kwargs: Mapping[str, Any] | None = None) -> VideoSampling:
+    def video_sampling(
+        self, video_kwargs: Mapping[str, Any] | None = None, family_sampler: Sampler = "uniform"
+    ) -> VideoSampling:
         """The sampling for one request: its `media_io_kwargs["video"]` over our defaults.
 
         Naming `num_frames` or `fps` in the request replaces the server's mode
         (so a server default of `fps: 2` and a request of `num_frames: 16` is
-        not a conflict); naming both in one request is.
+        not a conflict); naming both in one request is. `family_sampler` is the
+        model's own sampler, used when `video-sampler` is `auto`.
         """
         self.check_enabled("video")
         request = _parse_video_kwargs(video_kwargs or {})
         _forbid_both_modes(request.num_frames, request.fps)
+        sampler = family_sampler if self.video_sampler == "auto" else self.video_sampler
         if request.num_frames is not None:
             mode: dict[str, Any] = {
                 "num_frames": request.num_frames,
@@ -191,13 +230,21 @@ class MediaOptions(BaseModel):
             mode = {"fps": request.fps, "max_frames": request.max_frames or self.max_frames}
         elif self.fps is not None:
             mode = {"fps": self.fps, "max_frames": request.max_frames or self.max_frames}
+        elif sampler == "qwen-vl" and self.num_frames is None:
+            mode = {"fps": QWEN_FPS, "max_frames": request.max_frames or self.max_frames}
         else:
             mode = {
                 "num_frames": self.num_frames or DEFAULT_NUM_FRAMES,
                 "max_frames": request.max_frames,
             }
+        knobs = {
+            name: getattr(self, name) if getattr(request, name) is None else getattr(request, name)
+            for name in _QWEN_ONLY
+        }
         strict = self.strict if request.strict is None else request.strict
-        return VideoSampling(**mode, strict=strict, **self._lowered_limits(request))
+        return VideoSampling(
+            sampler=sampler, **mode, **knobs, strict=strict, **self._lowered_limits(request)
+        )
 
     def _lowered_limits(self, request: _VideoRequest) -> dict[str, Any]:
         limits = {}

@@ -14,6 +14,7 @@ import av
 import av.container
 import numpy as np
 
+from media import qwen_vl
 from media.decoded import DecodedVideo
 from media.errors import MediaError
 from media.frames import FrameIndex, FrameReader
@@ -60,25 +61,57 @@ def _sample(container: av.container.InputContainer, sampling: VideoSampling) -> 
         _check_duration(Fraction(container.duration, av.time_base), sampling)
     index = FrameIndex.scan(container, stream)
     _check_duration(index.duration, sampling)
-    times = sample_times(index.duration, sampling)
-    _check_frame_count(len(times), index.duration, sampling)
+    source_fps = float(stream.average_rate or stream.guessed_rate or 0)
     size = (stream.codec_context.width, stream.codec_context.height)
-    _check_alloc(len(times), *size, sampling)
-    picks = [index.shown_at(t) for t in times]
+    if size[0] <= 0 or size[1] <= 0:
+        raise MediaError(
+            "the video stream does not declare its frame size; re-encode the file",
+            rule="unreadable",
+        )
+    # Qwen's size is the upright picture's; otherwise frames keep their stored size.
+    upright = sampling.sampler == "qwen-vl"
+    if upright:
+        picks, size = _qwen_vl_picks(index, source_fps, size, sampling)
+    else:
+        times = sample_times(index.duration, sampling)
+        picks = [index.shown_at(t) for t in times]
+    _check_frame_count(len(picks), index.duration, sampling)
+    _check_alloc(len(picks), *size, sampling)
     reader = FrameReader(container, stream, index, wanted=set(picks))
-    frames, kept = _decode(reader, picks, size, sampling.strict)
+    frames, kept = _decode(reader, picks, size, upright, sampling.strict)
+    position = {pts: i for i, pts in enumerate(index.pts)}
     return DecodedVideo(
         frames=frames,
-        source_fps=float(stream.average_rate or stream.guessed_rate or 0),
+        source_fps=source_fps,
         duration=float(index.duration),
         sampled_timestamps=[float(index.seconds(pts)) for pts in kept],
+        frame_indices=[position[pts] for pts in kept],
     )
 
 
+def _qwen_vl_picks(
+    index: FrameIndex, source_fps: float, size: tuple[int, int], sampling: VideoSampling
+) -> tuple[list[int], tuple[int, int]]:
+    """Frames picked and their (width, height), as `qwen-vl-utils` samples.
+
+    The size is computed on the stored size; its rules treat both sides alike,
+    so a video stored sideways gets the same size transposed once upright.
+    """
+    total = len(index.pts)
+    fps = source_fps or total / max(float(index.duration), 1e-6)
+    count = qwen_vl.num_frames(total, fps, sampling)
+    width, height = size
+    new_height, new_width = qwen_vl.frame_size(height, width, count, sampling)
+    return [index.pts[i] for i in qwen_vl.frame_indices(total, count)], (new_width, new_height)
+
+
 def _decode(
-    reader: FrameReader, picks: list[int], size: tuple[int, int], strict: bool
+    reader: FrameReader, picks: list[int], size: tuple[int, int], upright: bool, strict: bool
 ) -> tuple[np.ndarray, list[int]]:
-    """RGB frames for `picks` (timestamps, repeats allowed) and the timestamps kept."""
+    """RGB frames for `picks` (timestamps, repeats allowed) and the timestamps kept.
+
+    `size` is (width, height) as stored, or once turned upright if `upright`.
+    """
     slots: dict[int, list[int]] = {}
     for slot, pts in enumerate(picks):
         slots.setdefault(pts, []).append(slot)
@@ -95,7 +128,7 @@ def _decode(
                     rule="strict",
                 )
             continue
-        rgb = _upright_rgb(frame, size)
+        rgb = _upright_rgb(frame, size, upright)
         if out is None:
             out = np.empty((len(picks), *rgb.shape), dtype=np.uint8)
         for slot in slots[pts]:
@@ -111,11 +144,15 @@ def _decode(
     return (out if all(decoded) else out[decoded]), kept
 
 
-def _upright_rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
-    """RGB pixels at the declared size, turned by the display matrix (counter-clockwise)."""
-    width, height = size
-    rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+def _upright_rgb(frame: av.VideoFrame, size: tuple[int, int], upright: bool) -> np.ndarray:
+    """RGB pixels at `size`, turned by the display matrix (counter-clockwise).
+
+    Resizing to an upright size is bicubic, like `qwen-vl-utils`.
+    """
     quarter_turns = round(frame.rotation / 90) % 4
+    width, height = size[::-1] if upright and quarter_turns % 2 else size
+    resize = {"interpolation": "BICUBIC"} if upright else {}
+    rgb = frame.to_ndarray(format="rgb24", width=width, height=height, **resize)
     return np.rot90(rgb, quarter_turns) if quarter_turns else rgb
 
 
@@ -131,18 +168,13 @@ def _check_duration(duration: Fraction, sampling: VideoSampling) -> None:
 def _check_frame_count(count: int, duration: Fraction, sampling: VideoSampling) -> None:
     if count > sampling.max_sampled_frames:
         raise MediaError(
-            f"fps={sampling.fps:g} over {float(duration):.1f} s is {count} frames, over the "
+            f"this sampling picks {count} frames over {float(duration):.1f} s, over the "
             f"limit of {sampling.max_sampled_frames}; lower fps or set max_frames",
             rule="max-sampled-frames",
         )
 
 
 def _check_alloc(count: int, width: int, height: int, sampling: VideoSampling) -> None:
-    if width <= 0 or height <= 0:
-        raise MediaError(
-            "the video stream does not declare its frame size; re-encode the file",
-            rule="unreadable",
-        )
     size = count * width * height * 3
     if size > sampling.max_alloc:
         raise MediaError(
