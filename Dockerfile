@@ -9,6 +9,7 @@ COPY runtime runtime
 COPY transport transport
 COPY protocol protocol
 COPY components components
+COPY routes routes
 COPY engine engine
 COPY media media
 COPY graphs graphs

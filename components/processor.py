@@ -110,6 +110,7 @@ def load_tokenizer(model: str) -> PreTrainedTokenizerBase:
 
 class Processor(Component):
     Config = ProcessorConfig
+    model_type = "chat"
 
     async def start(self) -> None:
         self.tokenizer = await asyncio.to_thread(load_tokenizer, self.config.model)

@@ -47,6 +47,8 @@ class Component:
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
     name: ClassVar[str]
     endpoints: ClassVar[tuple[str, ...]] = ()
+    model_type: ClassVar[str | None] = None
+    """The kind of model this component serves to the frontend's routes ("chat", "videos")."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

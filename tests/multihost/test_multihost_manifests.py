@@ -19,8 +19,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from components.frontend import Frontend, FrontendConfig
-from components.metrics import FrontendMetrics
+from components.frontend import FrontendConfig
+from routes.app import FAMILIES
+from routes.metrics import FrontendMetrics
 from runtime.config import load_config
 from runtime.graph import load_graph
 from runtime.worker import DRAIN_TIMEOUT_S
@@ -149,8 +150,7 @@ def test_selectors_match_their_pods_and_services_find_a_named_port() -> None:
 
 def test_frontend_probes_are_routes_of_the_frontend() -> None:
     frontend = container(worker_deployments()["Frontend"])
-    app = Frontend(FrontendConfig(), None, load_graph(GRAPH)).build_app()
-    routes = {route.path for route in app.routes}
+    routes = {route.path for family in FAMILIES for route in family.router.routes}
     ports = {p["name"]: p["containerPort"] for p in frontend["ports"]}
 
     for probe in ("readinessProbe", "livenessProbe"):

@@ -1,0 +1,95 @@
+"""What the routes read from `app.state`: the graph behind the frontend, admission, metrics.
+
+The frontend component builds one `FrontendState` when it starts and
+`build_app` puts it on `app.state.frontend`; a route reaches it through
+`frontend(request)`, never through a closure, so a router module is plain
+top-level code that any app can include.
+
+Families find what serves them by model type. Each component declares the
+model type it serves (`Processor.model_type = "chat"`), etcd says which of its
+instances are live, and a router that depends on `serves("videos")` answers
+only where the graph runs a component of that type (404 elsewhere). When the
+type is in the graph but no instance is live, the component's client gives
+the instances a moment to come back before it answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import Request
+
+from protocol.errors import ServiceError
+from routes.admission import Admission
+from routes.metrics import FrontendMetrics, WorkerStats
+
+
+class Upstream(Protocol):
+    """What routes use of a component's client (`runtime.Client` is one)."""
+
+    def stream(
+        self, endpoint: str, request: Any, *, deadline_s: float | None = None
+    ) -> AsyncIterator[Any]: ...
+
+    def instances(self) -> list[Any]: ...
+
+    async def collect_stats(self) -> dict[str, dict[str, float]]: ...
+
+
+@dataclass
+class FrontendState:
+    """The graph as the routes see it."""
+
+    model_name: str
+    components: dict[str, Upstream]
+    """Every component of the graph by name, as clients."""
+    model_types: dict[str, str]
+    """Model type ("chat", "videos", ...) -> the name of the component that serves it."""
+    request_timeout_s: float
+    admission: Admission
+    metrics: FrontendMetrics
+
+    def upstream(self, model_type: str) -> Upstream:
+        """The client of the component serving `model_type`, or a 404 naming what is served."""
+        name = self.model_types.get(model_type)
+        if name is None:
+            served = ", ".join(sorted(self.model_types)) or "none"
+            raise ServiceError(
+                f"this server runs no {model_type!r} model (model types served: {served})",
+                status=404,
+                type="invalid_request_error",
+                code="model_type_not_served",
+            )
+        return self.components[name]
+
+    async def graph_instances(self) -> dict[str, list[dict[str, str | int]]]:
+        """Every component of the graph with its live instances."""
+        return {
+            name: [
+                {"id": i.instance_id, "address": i.address, "pid": i.pid}
+                for i in sorted(client.instances(), key=lambda i: i.instance_id)
+            ]
+            for name, client in self.components.items()
+        }
+
+    async def worker_stats(self) -> WorkerStats:
+        names = list(self.components)
+        stats = await asyncio.gather(*(self.components[n].collect_stats() for n in names))
+        return dict(zip(names, stats, strict=True))
+
+
+def frontend(request: Request) -> FrontendState:
+    """The accessor every route uses."""
+    return request.app.state.frontend
+
+
+def serves(model_type: str) -> Callable[[Request], None]:
+    """A router dependency: the family's routes answer only where `model_type` is served."""
+
+    def check(request: Request) -> None:
+        frontend(request).upstream(model_type)
+
+    return check
