@@ -159,5 +159,5 @@ class Client:
         # TTL to expire, and until then they are still listed in etcd.
         reachable = [i for i in candidates if self._connections.reachable(i.address)]
         return self._router.choose(
-            reachable or candidates, lambda i: self._connections.inflight(i.address)
+            reachable or candidates, lambda i: self._connections.load(i.address)
         )

@@ -18,13 +18,13 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from protocol import codec
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
-from runtime.wire import Kind, Outbox, Unsendable, configure, receive
+from runtime.wire import Kind, Malformed, Outbox, Rejects, Unsendable, configure, parse, receive
 
 _LINK_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
 _LINK_DOWN = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
 _EXPIRED: list[Any] = [Kind.ERROR]  # put in an inbox, by identity, when its deadline passes
+_FROM_WORKERS = frozenset({Kind.DATA, Kind.END, Kind.ERROR, Kind.LOAD})
 
 
 class Connection:
@@ -39,6 +39,11 @@ class Connection:
         self._monitor = self._socket.get_monitor_socket(_LINK_UP | _LINK_DOWN)
         self._socket.connect(address)
         self._outbox = Outbox(self._socket)
+        self.rejects = Rejects(f"caller of {address}")
+        # The worker's own count of requests in flight (from every caller), as of
+        # its last message, and ours at that moment: see `load`.
+        self._reported_load = 0
+        self._inflight_at_report = 0
         self._inboxes: dict[int, asyncio.Queue[list[Any]]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -52,6 +57,16 @@ class Connection:
     def inflight(self) -> int:
         """Requests this process is waiting on from this worker."""
         return len(self._inboxes)
+
+    @property
+    def load(self) -> int:
+        """The worker's requests in flight from every caller, as best known here.
+
+        What it last reported, corrected by the requests this process sent or
+        finished since; never less than this process's own count.
+        """
+        estimate = self._reported_load + self.inflight - self._inflight_at_report
+        return max(estimate, self.inflight)
 
     async def stream(
         self, endpoint: str, body: Any, *, timeout_s: float, request_id: str
@@ -95,11 +110,21 @@ class Connection:
                 self._outbox.put([Kind.CANCEL, rid])
 
     async def _receive_forever(self) -> None:
-        async for (payload,) in receive(self._socket):
-            for frame in codec.decode(payload):
-                inbox = self._inboxes.get(frame[1])
-                if inbox is not None:  # else: a reply to a request we already gave up on
+        async for message in receive(self._socket):
+            try:
+                if len(message) != 1:
+                    raise Malformed(f"{len(message)} parts where one was expected")
+                frames, dropped = parse(message[0], _FROM_WORKERS)
+            except Malformed as error:
+                self.rejects.drop(self.address, 1, str(error))
+                continue
+            for frame in frames:
+                if frame[0] == Kind.LOAD:
+                    self._reported_load, self._inflight_at_report = frame[1], self.inflight
+                elif (inbox := self._inboxes.get(frame[1])) is not None:
                     inbox.put_nowait(frame)
+                # else: a reply to a request we already gave up on
+            self.rejects.drop(self.address, dropped, "frames of the wrong kind or shape")
 
     async def _watch_link(self) -> None:
         while True:
@@ -155,6 +180,11 @@ class ConnectionPool:
     def inflight(self, address: str) -> int:
         connection = self._connections.get(address)
         return connection.inflight if connection else 0
+
+    def load(self, address: str) -> int:
+        """The worker's own in-flight count as last reported (see `Connection.load`)."""
+        connection = self._connections.get(address)
+        return connection.load if connection else 0
 
     def retire(self, address: str, reason: str) -> None:
         """Stop using the connection to a worker that left; close it once its requests finish."""

@@ -8,7 +8,9 @@ attached to that lease. A clean stop revokes the lease, so its keys vanish at
 once; a killed process stops refreshing it, so they vanish within the TTL.
 Callers list a component's prefix once, then watch it from the next revision,
 and list again whenever the watch breaks, so a missed event can never leave a
-dead instance on the list for longer than one reconnect.
+dead instance on the list for longer than one reconnect. While etcd is away,
+everyone keeps the last membership they saw and keeps serving (see
+`runtime.lease`); nothing exits because etcd did.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from dataclasses import dataclass
 import aetcd
 
 from protocol import codec
+from runtime.lease import LeaseKeeper
 
 log = logging.getLogger(__name__)
 
 KEY_ROOT = "vidgraph"
 LEASE_TTL_S = 10
-_RELIST_DELAY_S = 1.0
+# Back-off between attempts to list (watchers) or re-register (after a lapse).
+FIRST_RETRY_S = 0.1
+MAX_RETRY_S = 5.0
 
 
 def component_prefix(namespace: str, component: str) -> str:
@@ -64,18 +69,27 @@ def parse_etcd_address(address: str) -> tuple[str, int]:
 class Discovery:
     """This process's etcd session: its lease, its registrations, its watchers."""
 
-    def __init__(self, client: aetcd.Client, lease: aetcd.Lease, namespace: str) -> None:
+    def __init__(
+        self, client: aetcd.Client, lease: aetcd.Lease, namespace: str, address: tuple[str, int]
+    ) -> None:
         if "/" in namespace or not namespace:
             raise ValueError(f"namespace {namespace!r} must be a non-empty name without '/'")
         self.namespace = namespace
         self.instance_id = f"{lease.id:x}"
-        self.lease_lost = asyncio.Event()
         self._client = client
         self._lease = lease
         self._watchers: dict[str, InstanceWatcher] = {}
         self._registrations: list[tuple[str, tuple[str, ...], bytes]] = []
         self._relisting = asyncio.Lock()
-        self._keep_alive = asyncio.create_task(self._refresh_forever())
+        self._revoked = False
+        loop = asyncio.get_running_loop()
+        self._keeper = LeaseKeeper(
+            *address,
+            lease.id,
+            lease.ttl,
+            on_expired=lambda lease_id: loop.call_soon_threadsafe(self._lapsed, lease_id),
+        )
+        self._coming_back: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -92,47 +106,41 @@ class Discovery:
                 f"cannot reach etcd at {etcd_address} ({error}); start one or drop --etcd "
                 "to let `vidgraph serve` start its own"
             ) from error
-        return cls(client, lease, namespace)
+        return cls(client, lease, namespace, (host, port))
 
-    async def _refresh_forever(self) -> None:
-        """Keep the lease alive; if it lapses anyway, come back under a new one."""
-        interval = self._lease.ttl / 3
-        last_refresh = time.monotonic()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                reply = await asyncio.wait_for(self._lease.refresh(), interval)
-            except (aetcd.ClientError, TimeoutError) as error:
-                log.warning("lease refresh failed: %s", error)
-                reply = None
-            if reply is not None and reply.TTL > 0:
-                last_refresh = time.monotonic()
-            elif reply is not None or time.monotonic() - last_refresh > self._lease.ttl:
-                if not await self._come_back():
-                    self.lease_lost.set()
-                    return
-                last_refresh = time.monotonic()
+    def _lapsed(self, lease_id: int) -> None:
+        """etcd says our lease is gone: register again (in the background, until it works)."""
+        if self._revoked or lease_id != self._lease.id:
+            return
+        if self._coming_back is None or self._coming_back.done():
+            self._coming_back = asyncio.create_task(self._come_back_until_done())
+
+    async def _come_back_until_done(self) -> None:
+        delay = FIRST_RETRY_S
+        while not self._revoked and not await self._come_back():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
 
     async def _come_back(self) -> bool:
         """Register again under a new lease (and so a new instance id) after the old one lapsed.
 
-        A lease lapses when this process's event loop was starved for a whole TTL
-        (a loaded host, a long `start()`) or etcd was briefly away. Callers have
-        forgotten this instance by then; coming back as a fresh instance costs
-        them nothing, while exiting would cost a restart and a model reload.
-        Returns False when etcd will not grant a lease: then we really are gone.
+        A lease lapses when this process could not reach etcd for a whole TTL
+        (a partition, a paused process). Callers have forgotten this instance by
+        then; coming back as a fresh instance costs them nothing, while exiting
+        would cost a restart and a model reload. Returns False while etcd will
+        not grant a lease (the caller retries).
         """
         async with self._relisting:
             old = self.instance_id
             try:
-                self._lease = await asyncio.wait_for(
-                    self._client.lease(self._lease.ttl), self._lease.ttl
-                )
-                self.instance_id = f"{self._lease.id:x}"
+                lease = await asyncio.wait_for(self._client.lease(self._lease.ttl), self._lease.ttl)
+                self._lease = lease
+                self.instance_id = f"{lease.id:x}"
+                self._keeper.use(lease.id)
                 for registration in self._registrations:
                     await self._put(*registration)
-            except (aetcd.ClientError, TimeoutError) as error:
-                log.error("lease %s expired and etcd gave no new one (%s)", old, error)
+            except Exception as error:  # etcd away or half back: try again later
+                log.warning("lease %s expired and no new one yet (%s); retrying", old, error)
                 return False
             log.warning("lease %s expired; registered again as %s", old, self.instance_id)
             return True
@@ -153,8 +161,7 @@ class Discovery:
             await self._put(*registration)
         except aetcd.ClientError as error:
             log.warning("registering under lease %s failed (%s)", self.instance_id, error)
-            if not await self._come_back():
-                raise
+            await self._come_back_until_done()
 
     async def _put(self, component: str, endpoints: tuple[str, ...], info: bytes) -> None:
         prefix = component_prefix(self.namespace, component)
@@ -174,9 +181,12 @@ class Discovery:
 
     async def revoke(self) -> None:
         """Give up the lease: every key this process registered vanishes for everyone at once."""
-        if self._keep_alive.done():
+        if self._revoked:
             return
-        self._keep_alive.cancel()
+        self._revoked = True
+        await asyncio.to_thread(self._keeper.stop)
+        if self._coming_back is not None:
+            self._coming_back.cancel()
         try:
             await asyncio.wait_for(self._lease.revoke(), 5)
         except (aetcd.ClientError, TimeoutError) as error:
@@ -188,6 +198,23 @@ class Discovery:
         for watcher in self._watchers.values():
             await watcher.close()
         await self._client.close()
+
+
+_REGISTRATION_FIELDS = {"host": str, "port": int, "pid": int, "started_at": (int, float)}
+
+
+def _registration(value: bytes) -> dict | None:
+    """A registration's `{host, port, pid, started_at}`, or None (logged) if it is not one."""
+    try:
+        info = codec.decode(value)
+        if isinstance(info, dict) and all(
+            isinstance(info.get(name), kind) for name, kind in _REGISTRATION_FIELDS.items()
+        ):
+            return info
+    except Exception:  # msgpack raises many types for garbage
+        pass
+    log.warning("ignoring a malformed registration in etcd: %r", value[:80])
+    return None
 
 
 class InstanceWatcher:
@@ -205,8 +232,9 @@ class InstanceWatcher:
         self._client = client
         self._prefix = component_prefix(namespace, component)
         self._on_vanish = on_vanish
-        self._keys: dict[str, dict] = {}
+        self._keys: dict[str, dict | None] = {}
         self._instances: dict[str, Instance] = {}
+        self.failures = 0  # times the list/watch broke and was started again
         self._task = asyncio.create_task(self._follow())
 
     def instances(self, endpoint: str | None = None) -> list[Instance]:
@@ -218,31 +246,47 @@ class InstanceWatcher:
         ]
 
     async def _follow(self) -> None:
+        """List, then watch; on any failure, back off and list again (keeping what we know)."""
+        delay = FIRST_RETRY_S
         while True:
             try:
                 listing = await self._client.get_prefix(self._prefix.encode())
-                self._keys = {kv.key.decode(): codec.decode(kv.value) for kv in listing}
+                self._keys = {kv.key.decode(): _registration(kv.value) for kv in listing}
                 self._rebuild()
                 self.ready.set()
+                delay = FIRST_RETRY_S
                 watch = await self._client.watch_prefix(
                     self._prefix.encode(), start_revision=listing.header.revision + 1
                 )
                 async for event in watch:
                     key = event.kv.key.decode()
                     if event.kind == aetcd.EventKind.PUT:
-                        self._keys[key] = codec.decode(event.kv.value)
+                        self._keys[key] = _registration(event.kv.value)
                     else:
                         self._keys.pop(key, None)
                     self._rebuild()
-            except aetcd.ClientError as error:
-                log.warning("watch on %s broke (%s); listing again", self._prefix, error)
-            await asyncio.sleep(_RELIST_DELAY_S)
+                log.warning("watch on %s ended; listing again", self._prefix)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # whatever broke, the cure is the same: list again
+                self.failures += 1
+                log.warning(
+                    "watch on %s broke (%s: %s); listing again in %.1f s",
+                    self._prefix,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RETRY_S)
 
     def _rebuild(self) -> None:
         endpoints: dict[str, set[str]] = {}
         info: dict[str, dict] = {}
         for key, value in self._keys.items():
             endpoint, _, instance_id = key.removeprefix(self._prefix).partition("/")
+            if value is None or not instance_id:
+                continue  # not a registration of ours (logged when read)
             endpoints.setdefault(instance_id, set()).add(endpoint)
             info[instance_id] = value
         previous = self._instances

@@ -21,9 +21,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from protocol import codec
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
-from runtime.wire import Kind, Outbox, configure, receive
+from runtime.wire import Kind, Malformed, Outbox, Rejects, configure, parse, receive
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,7 @@ class Context:
 
 
 Handler = Callable[[Any, Context], AsyncIterator[Any]]
+_FROM_CALLERS = frozenset({Kind.REQUEST, Kind.CANCEL})
 
 
 class EndpointServer:
@@ -55,7 +55,12 @@ class EndpointServer:
         configure(self._socket)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.port = self._socket.bind_to_random_port(f"tcp://{host}")
-        self._outbox = Outbox(self._socket, on_unreachable=self._forget_caller)
+        self._outbox = Outbox(
+            self._socket,
+            on_unreachable=self._forget_caller,
+            trailer=lambda: [Kind.LOAD, len(self._tasks)],
+        )
+        self.rejects = Rejects(f"worker at {host}:{self.port}")
         self._tasks: dict[tuple[bytes, int], asyncio.Task[None]] = {}
         self._accepting = True
         # Per endpoint: requests finished, and seconds they took (for /metrics).
@@ -68,17 +73,39 @@ class EndpointServer:
         """Requests being served right now."""
         return len(self._tasks)
 
+    @property
+    def receiving(self) -> asyncio.Task[None]:
+        """The receive loop; if it ever ends, this server answers nothing more."""
+        return self._receiver
+
     async def _receive_forever(self) -> None:
-        async for peer, payload in receive(self._socket):
-            for frame in codec.decode(payload):
-                kind, rid = frame[0], frame[1]
-                if kind == Kind.REQUEST:
-                    _, _, endpoint, timeout_s, request_id, body = frame
-                    context = Context(request_id, time.monotonic() + timeout_s)
-                    task = asyncio.create_task(self._serve(peer, rid, endpoint, body, context))
-                    self._tasks[(peer, rid)] = task
-                elif kind == Kind.CANCEL and (task := self._tasks.get((peer, rid))):
-                    task.cancel()
+        async for message in receive(self._socket):
+            peer = message[0]
+            try:
+                if len(message) != 2:
+                    raise Malformed(f"{len(message) - 1} parts where one was expected")
+                frames, dropped = parse(message[1], _FROM_CALLERS)
+            except Malformed as error:
+                self.rejects.drop(peer.hex(), 1, str(error))
+                continue
+            for frame in frames:
+                dropped += not self._dispatch(peer, frame)
+            self.rejects.drop(peer.hex(), dropped, "frames of the wrong kind or shape")
+
+    def _dispatch(self, peer: bytes, frame: list[Any]) -> bool:
+        """Start or cancel a request; False for a frame that makes no sense here."""
+        kind, rid = frame[0], frame[1]
+        if kind == Kind.CANCEL:
+            if task := self._tasks.get((peer, rid)):
+                task.cancel()
+            return True
+        _, _, endpoint, timeout_s, request_id, body = frame
+        if (peer, rid) in self._tasks or not 0 < timeout_s < float("inf"):
+            return False  # a request number already in use, or a deadline that is no deadline
+        context = Context(request_id, time.monotonic() + timeout_s)
+        task = asyncio.create_task(self._serve(peer, rid, endpoint, body, context))
+        self._tasks[(peer, rid)] = task
+        return True
 
     def _forget_caller(self, peer: bytes) -> None:
         """The caller disconnected: stop computing replies nobody will read."""
@@ -121,7 +148,7 @@ class EndpointServer:
                 async with contextlib.aclosing(handler(body, context)) as replies:
                     async for reply in replies:
                         self._outbox.put([Kind.DATA, rid, reply], peer)
-                        await self._outbox.room()
+                        await self._outbox.room(peer)
         except TimeoutError:
             if not timeout.expired():
                 raise

@@ -7,8 +7,11 @@ its own (e.g. on another host, against a shared etcd). Its life:
 2. bind the request plane on a free port and run the component's `start()`,
 3. register the endpoints (only now can requests arrive) and run `run()`,
 4. on SIGTERM/SIGINT: revoke the lease so callers stop choosing it, finish
-   in-flight requests, `stop()`, exit 0. A crash, or losing the lease, exits 1
-   so the supervisor restarts it.
+   in-flight requests, `stop()`, exit 0. A crash of `run()` or of the request
+   plane's receive loop revokes the lease at once (so no caller keeps choosing
+   an instance that answers nothing) and exits 1; the supervisor restarts it.
+   An etcd outage is not a reason to stop: the worker serves on, and the lease
+   keeper re-registers it when etcd is back.
 
 Where it listens is per host, not per graph, so it comes from the command line
 or the environment (which the supervisor passes on to every worker): `--host`
@@ -35,6 +38,7 @@ from typing import Any
 from runtime.client import STATS_ENDPOINT
 from runtime.component import Component
 from runtime.config import ComponentConfig, ConfigError, load_config, parse_overrides
+from runtime.discovery import LEASE_TTL_S
 from runtime.distributed import DistributedRuntime
 from runtime.graph import Graph, GraphError, load_graph
 from runtime.server import Context
@@ -44,6 +48,7 @@ log = logging.getLogger("runtime.worker")
 DRAIN_TIMEOUT_S = 30.0
 HOST_ENV = "VIDGRAPH_HOST"
 ADVERTISE_ENV = "VIDGRAPH_ADVERTISE_ADDRESS"
+LEASE_TTL_ENV = "VIDGRAPH_LEASE_TTL_S"
 LOOPBACK = "127.0.0.1"
 WILDCARDS = ("0.0.0.0", "::", "*")
 
@@ -96,7 +101,8 @@ async def serve(
         # `server` is bound below, before any request can arrive; -1: not counting this one.
         timings = {f"requests_{e}": n for e, n in server.requests.items()}
         timings |= {f"request_seconds_{e}": t for e, t in server.request_seconds.items()}
-        yield {**component.stats(), **timings, "inflight": server.inflight - 1}
+        health = {"inflight": server.inflight - 1, "malformed_frames": server.rejects.count}
+        yield {**component.stats(), **timings, **health}
 
     try:
         handlers = component.handlers()
@@ -114,7 +120,7 @@ async def serve(
             address.advertise,
         )
         running = asyncio.create_task(component.run())
-        reason = await _first_reason_to_stop(running, stop, runtime.discovery.lease_lost)
+        reason = await _first_reason_to_stop(running, stop, server.receiving)
         log.info("%s stopping: %s", component.name, reason)
         await runtime.discovery.revoke()
         await server.drain(drain_timeout_s)
@@ -126,27 +132,26 @@ async def serve(
 
 
 async def _first_reason_to_stop(
-    running: asyncio.Task[None], stop: asyncio.Event, lease_lost: asyncio.Event
+    running: asyncio.Task[None], stop: asyncio.Event, receiving: asyncio.Task[None]
 ) -> str:
-    """Wait for a signal, the loss of the lease, or `run()` raising; say which."""
-    watchers = {
-        asyncio.create_task(stop.wait()): "signal",
-        asyncio.create_task(lease_lost.wait()): "lease lost",
-    }
-    pending: set[asyncio.Task[Any]] = {*watchers, running}
+    """Wait for a signal, the request plane's receive loop ending, or `run()` raising; say which."""
+    signalled = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[Any]] = {signalled, running, receiving}
     try:
         while True:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not running:
-                    return watchers[task]
-                if task.exception() is not None:
-                    log.error("run() failed", exc_info=task.exception())
-                    return "run() failed"
+            if signalled in done:
+                return "signal"
+            if receiving in done:
+                error = None if receiving.cancelled() else receiving.exception()
+                log.error("the request plane stopped receiving", exc_info=error)
+                return "request plane failed"
+            if running.exception() is not None:
+                log.error("run() failed", exc_info=running.exception())
+                return "run() failed"
             # run() returned normally: the endpoints keep serving.
     finally:
-        for task in watchers:
-            task.cancel()
+        signalled.cancel()
 
 
 async def _finish(running: asyncio.Task[None], grace_s: float) -> None:
@@ -173,7 +178,7 @@ async def _main(args: argparse.Namespace, overrides: list[str]) -> int:
     os.environ[ADVERTISE_ENV] = address.advertise
     graph = load_graph(args.graph)
     component_class, config = build(graph, args.component, args.config, overrides)
-    runtime = await DistributedRuntime.connect(args.etcd, args.namespace)
+    runtime = await DistributedRuntime.connect(args.etcd, args.namespace, args.lease_ttl)
     return await serve(component_class(config, runtime, graph), address)
 
 
@@ -194,6 +199,13 @@ def main() -> None:
         default=os.environ.get(ADVERTISE_ENV),
         help=f"address other hosts reach this worker at, registered in etcd (env {ADVERTISE_ENV}; "
         "default: --host, or this host name's address when --host is a wildcard)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=int(os.environ.get(LEASE_TTL_ENV, LEASE_TTL_S)),
+        help=f"seconds a dead worker stays listed in etcd (env {LEASE_TTL_ENV}; "
+        f"default {LEASE_TTL_S})",
     )
     args, overrides = parser.parse_known_args()
     logging.basicConfig(
