@@ -21,12 +21,15 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import transformers
+from transformers import LlavaNextVideoForConditionalGeneration
 
 from engine import Engine, SamplingParams, resolve_model
+from engine.models import MediaEmbedding
 
 RESULTS = Path(__file__).parent / "results" / "engine_decode.json"
 QUESTION = "USER: <video>\nWhat happens in this video, step by step? ASSISTANT:"
@@ -49,11 +52,10 @@ def decode_run(engine: Engine, batch: int, embeddings: torch.Tensor, max_tokens:
     return {"tokens": tokens, "seconds": sum(steps), "median_step_ms": median_ms}
 
 
-def hf_generate_run(engine: Engine, frames: np.ndarray, max_tokens: int) -> dict:
+def hf_generate_run(engine: Engine, model: Any, frames: np.ndarray, max_tokens: int) -> dict:
     """`generate()` on the same weights: decode time = full run - time to the first token."""
     inputs = engine.processor(text=QUESTION, videos=[frames], return_tensors="pt")
     inputs = inputs.to(engine.model.device)
-    model = engine.model.hf_model
 
     def run(new_tokens: int) -> float:
         start = time.perf_counter()
@@ -85,9 +87,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    engine = Engine.load(
-        resolve_model(args.model), args.device, args.dtype, max_num_seqs=max(args.batch_sizes)
-    )
+    path = resolve_model(args.model)
+    engine = Engine.load(path, args.device, args.dtype, max_num_seqs=max(args.batch_sizes))
+    hf_model = LlavaNextVideoForConditionalGeneration.from_pretrained(
+        path, dtype=engine.model.dtype
+    ).to(engine.model.device)
     frames = np.random.default_rng(0).integers(0, 256, (8, 336, 336, 3), dtype=np.uint8)
     embeddings = engine.encode_video(frames)
     decode_run(engine, 1, embeddings, 4)  # warm-up: first-call allocations, lazy inits
@@ -96,7 +100,7 @@ def main() -> None:
     for batch in args.batch_sizes:
         runs = [decode_run(engine, batch, embeddings, args.max_tokens) for _ in range(args.repeats)]
         rows.append({"case": f"engine batch {batch}", "batch": batch, **median_run(runs)})
-    runs = [hf_generate_run(engine, frames, args.max_tokens) for _ in range(args.repeats)]
+    runs = [hf_generate_run(engine, hf_model, frames, args.max_tokens) for _ in range(args.repeats)]
     rows.append({"case": "transformers generate batch 1", "batch": 1, **median_run(runs)})
 
     base = rows[0]["tokens_per_s"]
@@ -113,8 +117,10 @@ def main() -> None:
                 "model": args.model,
                 "device": args.device,
                 "dtype": args.dtype,
-                "prompt_tokens": engine.model.num_prompt_tokens(
-                    engine.tokenizer(QUESTION).input_ids, [embeddings]
+                "prompt_tokens": len(
+                    engine.model.expand_prompt(
+                        engine.tokenizer(QUESTION).input_ids, [MediaEmbedding(embeddings)]
+                    ).token_ids
                 ),
                 "max_tokens": args.max_tokens,
                 "repeats": args.repeats,

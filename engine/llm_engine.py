@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from engine.kv_cache import KVCache, SequenceKV
-from engine.llava_next_video import LlavaNextVideo
 from engine.model_runner import ModelRunner
+from engine.models import ALL_PARTS, MediaEmbedding, ModelFamily, Part, family_for
 from engine.sampling import Sampler, SamplingParams
 from engine.scheduler import Scheduler
 from engine.sequence import Sequence, StepOutput
@@ -27,7 +27,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 class Engine:
     def __init__(
         self,
-        model: LlavaNextVideo,
+        model: ModelFamily,
         max_num_seqs: int,
         max_model_len: int,
         max_prefill_tokens: int,
@@ -35,15 +35,16 @@ class Engine:
         self.model = model
         self.tokenizer = model.processor.tokenizer
         self.processor = model.processor
-        self.video_token_id = model.video_token_id
+        self.video_token_id = model.media_token_ids.get("video")
         self.tokens_per_frame = model.tokens_per_frame
-        self.eos_token_ids = _eos_token_ids(model)
+        self.eos_token_ids = model.eos_token_ids
         self.max_model_len = max_model_len
-        decoder = model.decoder
+        spec = model.kv_spec
+        assert spec is not None, "an engine that runs requests loads the language parts"
         self.kv_cache = KVCache(
-            num_layers=len(decoder.layers),
-            num_kv_heads=decoder.num_kv_heads,
-            head_dim=decoder.head_dim,
+            num_layers=spec.num_layers,
+            num_kv_heads=spec.num_kv_heads,
+            head_dim=spec.head_dim,
             num_slots=max_num_seqs,
             max_len=max_model_len,
             dtype=model.dtype,
@@ -64,8 +65,9 @@ class Engine:
         max_num_seqs: int = 16,
         max_model_len: int | None = None,
         max_prefill_tokens: int | None = None,
+        parts: frozenset[Part] = ALL_PARTS,
     ) -> Engine:
-        """Loads an HF LLaVA-NeXT-Video checkpoint (id or directory) for serving.
+        """Loads an HF checkpoint (id or directory) of a registered family for serving.
 
         The KV cache for `max_num_seqs` sequences of `max_model_len` tokens is
         allocated up front; `max_model_len` defaults to the model's context length.
@@ -77,14 +79,13 @@ class Engine:
         """
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        family = LlavaNextVideo(model, torch.device(device), _DTYPES[dtype])
-        context = family.hf_model.config.text_config.max_position_embeddings
-        max_model_len = max_model_len or context
+        family = family_for(model).load(model, torch.device(device), _DTYPES[dtype], parts)
+        max_model_len = max_model_len or family.max_position_embeddings
         return cls(family, max_num_seqs, max_model_len, max_prefill_tokens or max_model_len)
 
     def encode_video(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 RGB frames [N, H, W, 3] -> video embeddings [video_tokens, hidden]."""
-        return self.model.encode_video(frames)
+        return self.model.encode(frames).embeddings
 
     def add_request(
         self,
@@ -180,7 +181,8 @@ class Engine:
         sampling: SamplingParams | None,
     ) -> Sequence:
         videos = list(video_embeddings or [])
-        num_prompt_tokens = self.model.num_prompt_tokens(prompt_token_ids, videos)
+        media = [MediaEmbedding(video) for video in videos]
+        num_prompt_tokens = len(self.model.expand_prompt(prompt_token_ids, media).token_ids)
         if num_prompt_tokens >= self.max_model_len:
             raise ValueError(
                 f"the prompt is {num_prompt_tokens} tokens with its videos expanded; "
@@ -216,11 +218,3 @@ class Engine:
         if seq.request_id in self.kv_cache.request_ids:
             self.kv_cache.free(seq.request_id)
         del self._seqs[seq.request_id]
-
-
-def _eos_token_ids(model: LlavaNextVideo) -> set[int]:
-    """The ids that end generation: the generation config's (one or a list) and the tokenizer's."""
-    configured = model.hf_model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(model.processor.tokenizer.eos_token_id)
-    return ids - {None}
