@@ -52,7 +52,7 @@ class Engine:
         )
         self.runner = ModelRunner(model, self.kv_cache)
         self.scheduler = Scheduler(max_num_seqs, max_prefill_tokens)
-        self.sampler = Sampler()
+        self.sampler = Sampler(self.eos_token_ids, self.tokenizer)
         self.stop = StopChecker(self.tokenizer, self.eos_token_ids, max_model_len)
         self._seqs: dict[str, Sequence] = {}
 

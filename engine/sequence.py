@@ -9,7 +9,7 @@ from enum import Enum, auto
 import torch
 
 from engine.kv_cache import SequenceKV
-from engine.sampling import SampledToken, SamplingParams, SamplingRequest
+from engine.sampling import SampledToken, SamplerState, SamplingParams, SamplingRequest
 
 
 class SequenceStatus(Enum):
@@ -53,6 +53,7 @@ class Sequence:
     finish_reason: str | None = None
     # Unseeded requests still get a seed, drawn once, so every request samples the same way.
     seed: int = field(default_factory=lambda: secrets.randbits(63))
+    sampler_state: SamplerState = field(default_factory=SamplerState)
 
     def __post_init__(self) -> None:
         if self.sampling.seed is not None:
@@ -71,7 +72,14 @@ class Sequence:
         return self.status is SequenceStatus.FINISHED
 
     def next_sampling_request(self) -> SamplingRequest:
-        return SamplingRequest(self.sampling, self.seed, index=len(self.output_token_ids))
+        return SamplingRequest(
+            self.sampling,
+            self.seed,
+            index=len(self.output_token_ids),
+            prompt_token_ids=self.prompt_token_ids,
+            output_token_ids=self.output_token_ids,
+            state=self.sampler_state,
+        )
 
     def append(self, token: SampledToken, finish_reason: str | None) -> StepOutput:
         """Records a generated token; a finish reason ends the sequence."""

@@ -1,4 +1,7 @@
-"""When a sequence ends: stop tokens, stop strings, max_tokens, the model's length."""
+"""When a sequence ends: stop tokens, stop strings, max_tokens, the model's length.
+
+Before `min_tokens` only the lengths can end it (the sampler holds the stop tokens back).
+"""
 
 from __future__ import annotations
 
@@ -20,13 +23,18 @@ class StopChecker:
     def __call__(self, seq: Sequence, token_id: int) -> str | None:
         """The finish reason if `token_id`, about to be appended to `seq`, ends it."""
         params = seq.sampling
+        if len(seq.output_token_ids) + 1 < params.min_tokens:
+            return self._length_reached(seq)
         if token_id in params.stop_token_ids:
             return "stop"
         if token_id in self.eos_token_ids and not params.ignore_eos:
             return "stop"
         if params.stop and self._hits_stop_string(seq.output_token_ids + [token_id], params.stop):
             return "stop"
-        if len(seq.output_token_ids) + 1 >= params.max_tokens:
+        return self._length_reached(seq)
+
+    def _length_reached(self, seq: Sequence) -> str | None:
+        if len(seq.output_token_ids) + 1 >= seq.sampling.max_tokens:
             return "length"
         if seq.num_tokens + 1 >= self.max_model_len:
             return "length"

@@ -24,12 +24,21 @@ class SamplingOptions(BaseModel):
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] = Field(default_factory=dict)
+    allowed_token_ids: list[int] | None = None
     seed: int | None = None
+    min_tokens: int = 0
     stop: list[str] = Field(default_factory=list)
     stop_token_ids: list[int] = Field(default_factory=list)
     ignore_eos: bool = False
     # None: no logprobs; N >= 0: the chosen token's logprob plus the N most likely.
     logprobs: int | None = None
+    # Guided decoding: one of engine.guided.SPEC_KINDS -> its value, e.g. {"json": schema}.
+    structured: dict[str, Any] | None = None
 
 
 class MediaRef(BaseModel):
