@@ -1,4 +1,4 @@
-"""An LRU cache of embeddings bounded by bytes, not entries.
+"""An LRU cache of embeddings bounded by bytes, not entries; and single-flight for misses.
 
 Videos differ wildly in how many embedding rows they produce, so a count bound
 would either waste memory on short clips or overflow on long ones.
@@ -6,8 +6,10 @@ would either waste memory on short clips or overflow on long ones.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -49,3 +51,36 @@ class EmbeddingCache:
     @staticmethod
     def _nbytes(tensor: torch.Tensor) -> int:
         return tensor.numel() * tensor.element_size()
+
+
+T = TypeVar("T")
+
+
+class SingleFlight(Generic[T]):
+    """Concurrent calls for one key share one computation (one fetch + encode per video).
+
+    The computation runs as its own task: a caller that gives up (cancelled,
+    deadline) does not cancel it for the others, and its result still lands in
+    the cache. `shared` counts the calls that waited on another's computation.
+    """
+
+    def __init__(self) -> None:
+        self.shared = 0
+        self._flights: dict[Hashable, asyncio.Task[T]] = {}
+
+    async def run(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+        """`compute()`'s result, and whether it came from a call already in flight."""
+        flight = self._flights.get(key)
+        shared = flight is not None
+        if flight is None:
+            flight = asyncio.ensure_future(compute())
+            self._flights[key] = flight
+            flight.add_done_callback(lambda done: self._landed(key, done))
+        else:
+            self.shared += 1
+        return await asyncio.shield(flight), shared
+
+    def _landed(self, key: Hashable, flight: asyncio.Task[T]) -> None:
+        self._flights.pop(key, None)
+        if not flight.cancelled():
+            flight.exception()  # retrieved here too, in case every caller gave up waiting

@@ -57,7 +57,12 @@ class EmbeddingSource:
         failure: TransferError | None = None
         for _ in range(READ_ATTEMPTS):
             reply = EncodeResponse.model_validate(
-                await self.encoders.call("encode", request.model_dump(), deadline_s=deadline_s)
+                await self.encoders.call(
+                    "encode",
+                    request.model_dump(),
+                    deadline_s=deadline_s,
+                    route_key=request.media_key(),  # the same video to the same (warm) worker
+                )
             )
             try:
                 [embeddings] = await self.transport.read(RdmaMetadata.from_dict(reply.embeddings))

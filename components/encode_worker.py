@@ -3,7 +3,9 @@
 The story of a request here: fetch the bytes (SSRF-safe, `media`), look the
 embeddings up by content hash + sampling parameters + model, and only on a
 miss decode and sample the frames (PyAV) and run the vision tower, pooling
-and projector (`engine`). The embeddings are then exposed as a NIXL-readable
+and projector (`engine`). Requests for the same media that arrive together
+share that work (single-flight); callers route equal media to the same
+worker, so its cache stays hot. The embeddings are then exposed as a NIXL-readable
 buffer; the caller reads them straight from this process's memory, and the
 buffer is released once read (or when its lease runs out).
 """
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from components.embedding_cache import EmbeddingCache
+from components.embedding_cache import EmbeddingCache, SingleFlight
 from components.model_worker import (
     ModelWorkerConfig,
     load_engine,
@@ -66,6 +68,7 @@ class EncodeWorker(Component):
         self.fetcher = MediaFetcher(self.config)
         self.fetch_slots = asyncio.Semaphore(self.config.max_concurrent_fetches)
         self.cache = EmbeddingCache(self.config.embedding_cache_mib * MiB)
+        self.flights: SingleFlight[tuple[torch.Tensor, bool]] = SingleFlight()
         self.transport = open_transport(self.config)
         self.encoded = 0
 
@@ -103,10 +106,19 @@ class EncodeWorker(Component):
         self.config.check_enabled(modality)
         kwargs = req.media_io_kwargs or {}
         sampling = self.config.video_sampling(kwargs.get("video"))
-        async with self.fetch_slots:
-            data = await self.fetcher.fetch(req.media.url)
         # An image ignores the video sampling, so only its bytes and the model key it.
         how = sampling.cache_key() if modality == "video" else "image"
+        url = req.media.url
+        (embeddings, hit), shared = await self.flights.run(
+            (url, how), lambda: self.fetch_and_embed(url, modality, sampling, how)
+        )
+        return embeddings, hit or shared
+
+    async def fetch_and_embed(
+        self, url: str, modality: str, sampling: VideoSampling, how: str
+    ) -> tuple[torch.Tensor, bool]:
+        async with self.fetch_slots:
+            data = await self.fetcher.fetch(url)
         key = f"{hashlib.sha256(data).hexdigest()}|{how}|{self.config.model}"
         cached = self.cache.get(key)
         if cached is not None:
@@ -144,5 +156,6 @@ class EncodeWorker(Component):
             "embedding_cache_misses": self.cache.misses,
             "embedding_cache_bytes": self.cache.bytes,
             "media_encoded": self.encoded,
+            "media_shared_in_flight": self.flights.shared,
             **transport_stats(self.transport),
         }

@@ -8,6 +8,8 @@ metadata (a plain dict from `transport`) that the receiver reads from.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -103,6 +105,16 @@ class EncodeRequest(BaseModel):
     request_id: str
     media: MediaRef
     media_io_kwargs: dict[str, dict[str, Any]] | None = None
+
+    def media_key(self) -> str:
+        """What the encode cache depends on: the media and how it is sampled (not the request).
+
+        Callers route on it so that the same video reaches the same encode
+        worker; a `data:` URL carries its content, so its hash is a content hash.
+        """
+        how = json.dumps(self.media_io_kwargs or {}, sort_keys=True, default=str)
+        text = f"{self.media.modality}|{self.media.url}|{how}"
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 class EncodeResponse(BaseModel):

@@ -57,10 +57,12 @@ class Client:
         deadline_s: float | None = None,
         instance_id: str | None = None,
         request_id: str | None = None,
+        route_key: str | None = None,
     ) -> AsyncIterator[Any]:
         """Send `request` to `endpoint` and yield the replies as they arrive.
 
-        The router picks the instance unless `instance_id` names one. Leaving
+        The router picks the instance unless `instance_id` names one; a
+        `route_key` lets a cache-aware router send equal keys to one instance. Leaving
         the loop early (break, `aclose()`, cancellation) cancels the remote
         handler; `deadline_s` bounds the whole stream (DeadlineExceeded).
         Replies are plain msgpack values: dicts, not pydantic models.
@@ -78,7 +80,7 @@ class Client:
         while True:
             if instance_id is None:
                 await self._await_any(endpoint, lost, deadline)
-            instance = self._pick(endpoint, instance_id, avoid=lost)
+            instance = self._pick(endpoint, instance_id, avoid=lost, key=route_key)
             replies = self._connections.get(instance.address).stream(
                 endpoint, request, timeout_s=deadline - time.monotonic(), request_id=request_id
             )
@@ -144,7 +146,9 @@ class Client:
         except TimeoutError:
             raise NoInstances(f"could not list {self.component} instances from etcd") from None
 
-    def _pick(self, endpoint: str, instance_id: str | None, avoid: set[str]) -> Instance:
+    def _pick(
+        self, endpoint: str, instance_id: str | None, avoid: set[str], key: str | None = None
+    ) -> Instance:
         candidates = [i for i in self.instances(endpoint) if i.instance_id not in avoid]
         if instance_id is not None:
             chosen = [i for i in candidates if i.instance_id == instance_id]
@@ -159,5 +163,5 @@ class Client:
         # TTL to expire, and until then they are still listed in etcd.
         reachable = [i for i in candidates if self._connections.reachable(i.address)]
         return self._router.choose(
-            reachable or candidates, lambda i: self._connections.load(i.address)
+            reachable or candidates, lambda i: self._connections.load(i.address), key
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,7 @@ _LINK_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
 _LINK_DOWN = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
 _EXPIRED: list[Any] = [Kind.ERROR]  # put in an inbox, by identity, when its deadline passes
 _FROM_WORKERS = frozenset({Kind.DATA, Kind.END, Kind.ERROR, Kind.LOAD})
+LOAD_REPORT_TTL_S = 2.0
 
 
 class Connection:
@@ -44,6 +46,7 @@ class Connection:
         # its last message, and ours at that moment: see `load`.
         self._reported_load = 0
         self._inflight_at_report = 0
+        self._reported_at = 0.0
         self._inboxes: dict[int, asyncio.Queue[list[Any]]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
@@ -63,8 +66,12 @@ class Connection:
         """The worker's requests in flight from every caller, as best known here.
 
         What it last reported, corrected by the requests this process sent or
-        finished since; never less than this process's own count.
+        finished since; never less than this process's own count. A report
+        older than LOAD_REPORT_TTL_S is ignored: without traffic to refresh it,
+        a once-busy worker would otherwise look busy to this caller forever.
         """
+        if time.monotonic() - self._reported_at > LOAD_REPORT_TTL_S:
+            return self.inflight  # an old report says little about now
         estimate = self._reported_load + self.inflight - self._inflight_at_report
         return max(estimate, self.inflight)
 
@@ -121,6 +128,7 @@ class Connection:
             for frame in frames:
                 if frame[0] == Kind.LOAD:
                     self._reported_load, self._inflight_at_report = frame[1], self.inflight
+                    self._reported_at = time.monotonic()
                 elif (inbox := self._inboxes.get(frame[1])) is not None:
                     inbox.put_nowait(frame)
                 # else: a reply to a request we already gave up on

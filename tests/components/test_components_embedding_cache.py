@@ -1,8 +1,11 @@
 """The encode worker's embedding cache keeps recent videos within a byte budget."""
 
+import asyncio
+
+import pytest
 import torch
 
-from components.embedding_cache import EmbeddingCache
+from components.embedding_cache import EmbeddingCache, SingleFlight
 
 
 def _rows(n: int) -> torch.Tensor:
@@ -32,3 +35,49 @@ def test_replacing_a_key_keeps_the_byte_count_right() -> None:
     cache.put("a", _rows(4))
     cache.put("a", _rows(2))
     assert cache.bytes == 32 and len(cache) == 1
+
+
+async def test_concurrent_misses_for_one_key_share_one_computation() -> None:
+    flights: SingleFlight[str] = SingleFlight()
+    computed: list[str] = []
+    release = asyncio.Event()
+
+    async def encode(key: str) -> str:
+        computed.append(key)
+        await release.wait()
+        return f"embeddings of {key}"
+
+    calls = [flights.run(key, lambda key=key: encode(key)) for key in ["a", "a", "a", "b"]]
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*tasks)
+
+    assert computed == ["a", "b"]
+    assert results == [
+        ("embeddings of a", False),
+        ("embeddings of a", True),
+        ("embeddings of a", True),
+        ("embeddings of b", False),
+    ]
+    assert flights.shared == 2
+    assert (await flights.run("a", lambda: encode("a")))[1] is False  # landed: a new flight
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_shared_computation() -> None:
+    flights: SingleFlight[int] = SingleFlight()
+    release = asyncio.Event()
+
+    async def slow() -> int:
+        await release.wait()
+        return 7
+
+    first = asyncio.ensure_future(flights.run("k", slow))
+    second = asyncio.ensure_future(flights.run("k", slow))
+    await asyncio.sleep(0)
+    first.cancel()
+    release.set()
+
+    assert await second == (7, True)
+    with pytest.raises(asyncio.CancelledError):
+        await first

@@ -204,7 +204,8 @@ def test_an_encode_worker_added_while_serving_is_used(
             assert extra.poll() is None, "the added encode worker exited"
             time.sleep(0.5)
 
-        _concurrently(graph, [f"file://{video(s)}" for s in range(300, 309)])
+        # Sixteen new videos: cache-aware routing gives it about a third of them.
+        _concurrently(graph, [f"file://{video(s)}" for s in range(300, 316)])
 
         encoded = worker_stats(graph, "EncodeWorker", "media_encoded")
         assert sum(encoded.get(i, 0) for i in added()) > 0

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from runtime import DistributedRuntime, Instance
-from runtime.routers import LeastLoaded, PowerOfTwo, Random, RoundRobin, make_router
+from runtime.routers import CacheAware, LeastLoaded, PowerOfTwo, Random, RoundRobin, make_router
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -62,6 +62,47 @@ def test_power_of_two_never_picks_the_busiest() -> None:
     assert picks["id1"] > picks["id2"] > picks["id3"] > 0
 
 
+def test_cache_aware_sends_each_key_to_one_instance_and_spreads_the_keys() -> None:
+    pool = instances(4)
+    router = CacheAware()
+    owners = {f"video-{k}": router.choose(pool, lambda i: 0, f"video-{k}") for k in range(64)}
+
+    again = {key: router.choose(list(reversed(pool)), lambda i: 0, key) for key in owners}
+    assert again == owners  # the same owner whatever the order of the listing
+    assert set(owners.values()) == set(pool)
+    assert max(Counter(owners.values()).values()) <= 32
+
+
+def test_cache_aware_moves_only_the_keys_of_a_lost_instance() -> None:
+    pool = instances(4)
+    router = CacheAware()
+    keys = [f"video-{k}" for k in range(64)]
+    before = {key: router.choose(pool, lambda i: 0, key) for key in keys}
+
+    after = {key: router.choose(pool[1:], lambda i: 0, key) for key in keys}
+
+    moved = {key for key in keys if after[key] != before[key]}
+    assert moved == {key for key in keys if before[key] == pool[0]}
+
+
+def test_cache_aware_spills_a_hot_key_when_its_owner_is_over_its_share() -> None:
+    pool = instances(4)
+    router = CacheAware(balance=1.25)
+    owner = router.choose(pool, lambda i: 0, "hot")
+    loads = {i.instance_id: 0 for i in pool}
+
+    picks = []
+    for _ in range(8):  # eight concurrent requests for one video
+        chosen = router.choose(pool, lambda i: loads[i.instance_id], "hot")
+        loads[chosen.instance_id] += 1
+        picks.append(chosen)
+
+    assert picks[0] == owner
+    assert Counter(picks)[owner] < 8  # spilled, not queued behind itself
+    assert max(loads.values()) <= 3  # ceil(1.25 * 8 / 4)
+    assert router.choose(pool, lambda i: 5, None) in pool  # keyless: the least loaded
+
+
 def test_unknown_router_names_the_choices() -> None:
     with pytest.raises(ValueError, match="least-loaded"):
         make_router("fastest")  # type: ignore[arg-type]
@@ -97,3 +138,31 @@ async def test_real_requests_follow_the_router(workers, runtime: DistributedRunt
         await asyncio.sleep(0.005)
     served_by = Counter([(await round_robin.call("echo", {}))["pid"] for _ in range(10)])
     assert set(served_by) == {workers.processes[1].pid}
+
+
+async def test_routers_see_the_load_other_callers_put_on_a_worker(
+    workers, runtime: DistributedRuntime, etcd, namespace: str
+) -> None:
+    for _ in range(2):
+        workers.start("Echo")
+    busy, idle = await runtime.client("Echo").wait_for_instances(2)
+    other = await DistributedRuntime.connect(etcd.address, namespace)
+    try:
+        # Another process keeps three slow streams open on `busy`.
+        slow = {"count": 3, "delay_s": 1}
+        streams = [
+            other.client("Echo").stream("echo", slow, instance_id=busy.instance_id)
+            for _ in range(3)
+        ]
+        await asyncio.gather(*(anext(stream) for stream in streams))
+        router = runtime.client("Echo", "least-loaded")
+        for instance in (busy, idle):  # any reply carries its worker's load
+            await router.call("echo", {}, instance_id=instance.instance_id)
+
+        served_by = Counter([(await router.call("echo", {}))["instance_id"] for _ in range(5)])
+
+        assert served_by == {idle.instance_id: 5}
+        for stream in streams:
+            await stream.aclose()
+    finally:
+        await other.close()
