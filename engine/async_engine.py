@@ -18,6 +18,7 @@ import torch
 
 from engine.kv_cache import SequenceKV
 from engine.llm_engine import Engine
+from engine.models import MediaEmbedding
 from engine.sampling import SamplingParams
 from engine.sequence import StepOutput
 
@@ -42,7 +43,7 @@ class AsyncEngine:
         self,
         request_id: str,
         prompt_token_ids: list[int],
-        video_embeddings: list[torch.Tensor] | None = None,
+        video_embeddings: list[torch.Tensor | MediaEmbedding] | None = None,
         sampling: SamplingParams | None = None,
     ) -> AsyncIterator[StepOutput]:
         """Prefills here and streams every token; closing the iterator aborts the request."""
@@ -69,7 +70,7 @@ class AsyncEngine:
         self,
         request_id: str,
         prompt_token_ids: list[int],
-        video_embeddings: list[torch.Tensor] | None = None,
+        video_embeddings: list[torch.Tensor | MediaEmbedding] | None = None,
         sampling: SamplingParams | None = None,
     ) -> tuple[StepOutput, SequenceKV]:
         """`Engine.prefill_export`, run between two steps of the running batch."""

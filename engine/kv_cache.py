@@ -28,6 +28,9 @@ class SequenceKV:
     """
 
     data: torch.Tensor
+    rope_delta: int = 0
+    """Where positions continue after the prompt (`PromptInputs.rope_delta`): it travels
+    with the KV, since the decode side cannot recompute it without the media."""
 
     @property
     def num_tokens(self) -> int:

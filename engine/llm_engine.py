@@ -87,11 +87,17 @@ class Engine:
         """uint8 RGB frames [N, H, W, 3] -> video embeddings [video_tokens, hidden]."""
         return self.model.encode(frames).embeddings
 
+    def encode(
+        self, frames: np.ndarray, modality: str = "video", timestamps: list[float] | None = None
+    ) -> MediaEmbedding:
+        """One video or image (frames [N, H, W, 3]) -> all the family needs of it in a prompt."""
+        return self.model.encode(frames, modality, timestamps)
+
     def add_request(
         self,
         request_id: str,
         prompt_token_ids: list[int],
-        video_embeddings: list[torch.Tensor] | None = None,
+        video_embeddings: list[torch.Tensor | MediaEmbedding] | None = None,
         sampling: SamplingParams | None = None,
     ) -> None:
         """Queues a request; its first token comes out of the step that admits it."""
@@ -139,7 +145,7 @@ class Engine:
         self,
         request_id: str,
         prompt_token_ids: list[int],
-        video_embeddings: list[torch.Tensor] | None = None,
+        video_embeddings: list[torch.Tensor | MediaEmbedding] | None = None,
         sampling: SamplingParams | None = None,
     ) -> tuple[StepOutput, SequenceKV]:
         """Runs the prompt now and returns its first token and KV; the engine keeps nothing.
@@ -170,6 +176,7 @@ class Engine:
             sampling=sampling or SamplingParams(),
             imported_kv=kv,
             output_token_ids=[first_token_id],
+            rope_delta=kv.rope_delta,
         )
         self._register(seq)
 
@@ -177,11 +184,10 @@ class Engine:
         self,
         request_id: str,
         prompt_token_ids: list[int],
-        video_embeddings: list[torch.Tensor] | None,
+        video_embeddings: list[torch.Tensor | MediaEmbedding] | None,
         sampling: SamplingParams | None,
     ) -> Sequence:
-        videos = list(video_embeddings or [])
-        media = [MediaEmbedding(video) for video in videos]
+        media = [_as_media(item) for item in video_embeddings or []]
         num_prompt_tokens = len(self.model.expand_prompt(prompt_token_ids, media).token_ids)
         if num_prompt_tokens >= self.max_model_len:
             raise ValueError(
@@ -193,7 +199,7 @@ class Engine:
             list(prompt_token_ids),
             num_prompt_tokens,
             sampling or SamplingParams(),
-            video_embeddings=videos,
+            video_embeddings=media,
         )
 
     def _register(self, seq: Sequence) -> None:
@@ -218,3 +224,8 @@ class Engine:
         if seq.request_id in self.kv_cache.request_ids:
             self.kv_cache.free(seq.request_id)
         del self._seqs[seq.request_id]
+
+
+def _as_media(item: torch.Tensor | MediaEmbedding) -> MediaEmbedding:
+    """A bare tensor is a video's embeddings (LLaVA-NeXT-Video's whole encoding)."""
+    return item if isinstance(item, MediaEmbedding) else MediaEmbedding(item)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.kv_cache import KVCache, SequenceKV
-from engine.models import MediaEmbedding, ModelFamily
+from engine.models import ModelFamily
 from engine.sequence import Sequence
 
 
@@ -18,9 +18,10 @@ class ModelRunner:
     @torch.inference_mode()
     def prefill(self, seq: Sequence) -> tuple[torch.Tensor, SequenceKV]:
         """The prompt's last-token logits [vocab] and its KV, which the caller places."""
-        media = [MediaEmbedding(video) for video in seq.video_embeddings]
+        media = seq.video_embeddings
         prompt = self.model.expand_prompt(seq.prompt_token_ids, media)
         inputs = self.model.embed_prompt(prompt, media)
+        seq.rope_delta = inputs.rope_delta
         spec = self.model.kv_spec
         kv = inputs.embeds.new_empty(
             spec.num_layers, 2, spec.num_kv_heads, inputs.num_tokens, spec.head_dim
@@ -32,7 +33,7 @@ class ModelRunner:
             return out[0].transpose(0, 1)
 
         hidden = self.model.forward(inputs.embeds, inputs.positions, attend, inputs.extras)
-        return self.model.compute_logits(hidden[-1:])[0], SequenceKV(kv)
+        return self.model.compute_logits(hidden[-1:])[0], SequenceKV(kv, inputs.rope_delta)
 
     @torch.inference_mode()
     def decode(self, seqs: list[Sequence]) -> torch.Tensor:
@@ -53,6 +54,8 @@ class ModelRunner:
         )
         cache = self.kv_cache
         positions = torch.tensor(cache.lengths, device=device)
+        deltas = torch.tensor([by_id[request_id].rope_delta for request_id in slot_order])
+        rope_positions = (positions + deltas.to(device))[None].expand(self.model.position_dims, -1)
         span = max(cache.lengths) + 1
         visible = torch.arange(span, device=device)[None, :] <= positions[:, None]
         mask = visible[:, None, None, :]
@@ -63,7 +66,7 @@ class ModelRunner:
             return _sdpa(q[:, :, None], keys, values, scale, mask)[:, :, 0]
 
         embeds = self.model.embed_tokens(token_ids)
-        hidden = self.model.forward(embeds, positions[None], attend, {})
+        hidden = self.model.forward(embeds, rope_positions, attend, {})
         cache.advance()
         logits = self.model.compute_logits(hidden)
         slot_of = {request_id: slot for slot, request_id in enumerate(slot_order)}

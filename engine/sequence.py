@@ -6,9 +6,8 @@ import secrets
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
-import torch
-
 from engine.kv_cache import SequenceKV
+from engine.models import MediaEmbedding
 from engine.sampling import SampledToken, SamplerState, SamplingParams, SamplingRequest
 
 
@@ -46,7 +45,8 @@ class Sequence:
     prompt_token_ids: list[int]
     num_prompt_tokens: int
     sampling: SamplingParams
-    video_embeddings: list[torch.Tensor] = field(default_factory=list)
+    video_embeddings: list[MediaEmbedding] = field(default_factory=list)
+    rope_delta: int = 0  # generated token i sits at position i + rope_delta (M-RoPE)
     imported_kv: SequenceKV | None = None
     output_token_ids: list[int] = field(default_factory=list)
     status: SequenceStatus = SequenceStatus.WAITING

@@ -16,6 +16,8 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -32,7 +34,7 @@ from transformers import (
 )
 
 # Bump whenever the built checkpoint changes, so caches of older builds are not reused.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 TINY = "tiny"
 _SEED = 0
@@ -72,28 +74,39 @@ CHAT_TEMPLATE = (
 )
 
 
+@dataclass(frozen=True)
+class TinyModel:
+    """A built-in tiny checkpoint: the `model:` name that selects it, and how to build it."""
+
+    name: str
+    version: int
+    build: Callable[[Path], Path]
+
+
 def resolve_model(name_or_path: str) -> Path | str:
     """Turns a config's `model:` value into something `from_pretrained` accepts.
 
-    `"tiny"` is built once into a cache directory shared by every worker process;
-    anything else is passed through as an HF id or local path.
+    A tiny model's name (`"tiny"`, `"tiny-qwen3-vl"`, see `TINY_FAMILIES`) is built
+    once into a cache directory shared by every worker process; anything else is
+    passed through as an HF id or local path.
     """
-    if name_or_path != TINY:
+    tiny = next((t for t in TINY_FAMILIES.values() if t.name == name_or_path), None)
+    if tiny is None:
         return name_or_path
     cache_root = Path(os.environ.get("VIDGRAPH_CACHE", Path.home() / ".cache" / "vidgraph"))
-    target = cache_root / f"tiny-{BUILDER_VERSION}"
+    target = cache_root / f"{tiny.name}-{tiny.version}"
     if target.exists():
         return target
     cache_root.mkdir(parents=True, exist_ok=True)
     # Several workers may start at once: the first to take the lock builds, the others
     # wait and then find the finished directory. The build lands under a temporary
     # name and is renamed into place, so nobody ever sees a half-written checkpoint.
-    with open(cache_root / f"tiny-{BUILDER_VERSION}.lock", "w") as lock:
+    with open(cache_root / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not target.exists():
-            staging = cache_root / f"tiny-{BUILDER_VERSION}.building-{os.getpid()}"
+            staging = cache_root / f"{target.name}.building-{os.getpid()}"
             shutil.rmtree(staging, ignore_errors=True)
-            build_tiny_model(staging)
+            tiny.build(staging)
             staging.rename(target)
     return target
 
@@ -105,24 +118,30 @@ def build_tiny_model(path: Path) -> Path:
     tokenizer = _build_tokenizer()
     _build_processor(tokenizer).save_pretrained(path)
     model = LlavaNextVideoForConditionalGeneration(_build_config(tokenizer))
-    _init_weights(model)
+    init_weights(model)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(path)
     return path
 
 
-def _build_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE: any text round-trips, and the vocabulary stays a few hundred tokens."""
+def train_bpe(special_tokens: list[str], vocab_size: int = _VOCAB_SIZE) -> Tokenizer:
+    """A byte-level BPE trained on a fixed corpus: any text round-trips, the same ids every
+    time, and the vocabulary stays a few hundred tokens. Every tiny family's tokenizer."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB_SIZE,
-        special_tokens=_SPECIAL_TOKENS,
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     backend.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    return backend
+
+
+def _build_tokenizer() -> PreTrainedTokenizerFast:
+    backend = train_bpe(_SPECIAL_TOKENS)
     # Like Llama: every encoded prompt starts with <s>, so `processor(text=...)` and
     # `tokenizer(text)` give the ids the model expects.
     bos_id = backend.token_to_id("<s>")
@@ -157,6 +176,7 @@ def _build_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaNextVideoProces
         chat_template=CHAT_TEMPLATE,
         patch_size=_PATCH_SIZE,
         vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, which "default" then drops
     )
 
 
@@ -196,7 +216,7 @@ def _build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaNextVideoConfig:
 
 
 @torch.no_grad()
-def _init_weights(model: torch.nn.Module) -> None:
+def init_weights(model: torch.nn.Module) -> None:
     """Redraws every parameter from one seeded generator, in name order, for byte-identical builds.
 
     Norm scales stay at one (`*norm*` / `*layer_norm*` weights) and biases at zero, as a
@@ -210,3 +230,24 @@ def _init_weights(model: torch.nn.Module) -> None:
             param.zero_()
         else:
             param.copy_(torch.randn(param.shape, generator=generator) * _INIT_STD)
+
+
+def _tiny_families() -> dict[str, TinyModel]:
+    # The family builders import this module's helpers, so they are imported here, late.
+    from engine import tiny_llava_next, tiny_qwen3_vl
+
+    return {
+        "llava-next-video": TinyModel(TINY, BUILDER_VERSION, build_tiny_model),
+        "llava-next": TinyModel(
+            "tiny-llava-next",
+            tiny_llava_next.BUILDER_VERSION,
+            tiny_llava_next.build_tiny_llava_next,
+        ),
+        "qwen3-vl": TinyModel(
+            "tiny-qwen3-vl", tiny_qwen3_vl.BUILDER_VERSION, tiny_qwen3_vl.build_tiny_qwen3_vl
+        ),
+    }
+
+
+# `vidgraph make-tiny-model DIR --family F` builds TINY_FAMILIES[F]; `model: NAME` resolves it.
+TINY_FAMILIES: dict[str, TinyModel] = _tiny_families()

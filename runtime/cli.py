@@ -1,7 +1,7 @@
 """The `vidgraph` command.
 
 vidgraph serve GRAPH [-f CONFIG] [--etcd HOST:PORT] [--namespace NS] [--Section.key=value ...]
-vidgraph make-tiny-model DIR
+vidgraph make-tiny-model DIR [--family llava-next-video|llava-next|qwen3-vl]
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--namespace", default="default", help="etcd namespace of this graph")
     tiny = commands.add_parser("make-tiny-model", help="write the tiny test checkpoint to DIR")
     tiny.add_argument("dir", type=Path)
+    tiny.add_argument(
+        "--family",
+        default="llava-next-video",
+        help="llava-next-video (default), llava-next, qwen3-vl",
+    )
     return parser
 
 
@@ -60,14 +65,16 @@ def serve(args: argparse.Namespace, overrides: list[str]) -> int:
             etcd.stop()
 
 
-def make_tiny_model(directory: Path) -> None:
+def make_tiny_model(directory: Path, family: str) -> None:
     # The one import of `engine` in runtime, and lazy on purpose: it pulls in
     # torch and transformers (~15 s), which `vidgraph serve` must not pay for
     # in the supervisor; only this subcommand needs them.
-    from engine.tiny_model import build_tiny_model
+    from engine.tiny_model import TINY_FAMILIES
 
-    build_tiny_model(directory)
-    say(f"wrote the tiny model to {directory}")
+    if family not in TINY_FAMILIES:
+        sys.exit(f"vidgraph: no tiny model of family {family!r}; known: {', '.join(TINY_FAMILIES)}")
+    TINY_FAMILIES[family].build(directory)
+    say(f"wrote the tiny {family} model to {directory}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "make-tiny-model":
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        make_tiny_model(args.dir)
+        make_tiny_model(args.dir, args.family)
         return
     try:
         sys.exit(serve(args, extra))

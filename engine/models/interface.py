@@ -92,10 +92,19 @@ class MediaEmbedding:
     features: dict[str, torch.Tensor] = field(default_factory=dict)
     grid: tuple[int, int, int] | None = None
     content_hash: str | None = None
+    expansion: list[int] | None = None
+    """The token ids that replace the item's placeholder, where they are more than the
+    placeholder repeated (Qwen3-VL: each frame pair's timestamp as text around its
+    tokens); they come from the decoded media, so they travel with the embeddings."""
 
     @property
     def num_tokens(self) -> int:
         return self.embeddings.shape[0]
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        """Tokens the item takes in the prompt: its expansion, else one per embedding row."""
+        return len(self.expansion) if self.expansion is not None else self.num_tokens
 
 
 @dataclass
@@ -183,6 +192,7 @@ class ModelFamily(ABC):
 
     architectures: ClassVar[tuple[str, ...]]  # HF `architectures` entries this file serves
     position_dims: ClassVar[int] = 1
+    video_sampler: ClassVar[str] = "uniform"  # how `media` samples its videos (`qwen-vl`)
 
     config: Any
     processor: Any
@@ -212,8 +222,13 @@ class ModelFamily(ABC):
         """
 
     @abstractmethod
-    def encode(self, frames: np.ndarray, modality: str = "video") -> MediaEmbedding:
+    def encode(
+        self, frames: np.ndarray, modality: str = "video", timestamps: list[float] | None = None
+    ) -> MediaEmbedding:
         """uint8 RGB frames [N, H, W, 3] (an image: N == 1) -> the item's `MediaEmbedding`.
+
+        `timestamps` are the video frames' times in seconds (`index / source fps`), for
+        families that write them into the prompt (Qwen3-VL); others ignore them.
 
         Runs the checkpoint's own processor (resize, normalize), the vision tower and
         projector. Needs `Part.VISION`. Raises ValueError on frames of the wrong dtype

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaModel
+from transformers import AutoModel, LlamaConfig, LlamaModel
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from engine.models.interface import Attention, KVSpec
@@ -37,7 +37,7 @@ class LlamaDecoder:
         cls, config: LlamaConfig, device: torch.device, dtype: torch.dtype
     ) -> tuple[LlamaDecoder, LlamaModel, nn.Linear]:
         """An empty decoder (weights to be loaded), with the two modules that hold its weights."""
-        model = build(lambda: LlamaModel(config), device, dtype)
+        model = build(lambda: AutoModel.from_config(config), device, dtype)
         lm_head = build(
             lambda: nn.Linear(config.hidden_size, config.vocab_size, bias=False), device, dtype
         )

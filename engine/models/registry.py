@@ -14,6 +14,8 @@ from engine.models.interface import ModelFamily
 
 ARCHITECTURES: dict[str, str] = {
     "LlavaNextVideoForConditionalGeneration": "engine.models.llava_next_video:LlavaNextVideo",
+    "LlavaNextForConditionalGeneration": "engine.models.llava_next:LlavaNext",
+    "Qwen3VLForConditionalGeneration": "engine.models.qwen3_vl:Qwen3VL",
 }
 
 

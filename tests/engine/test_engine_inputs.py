@@ -13,15 +13,15 @@ def test_a_prompt_longer_than_max_model_len_is_refused(engine):
 
 def test_video_placeholders_must_match_the_videos(engine, videos):
     embeddings = engine.encode_video(videos[0])
-    with pytest.raises(ValueError, match="one <video> in the prompt per video"):
+    with pytest.raises(ValueError, match="one placeholder per image or video"):
         engine.add_request("none", [1, 10, 11], [embeddings])
-    with pytest.raises(ValueError, match="one <video> in the prompt per video"):
+    with pytest.raises(ValueError, match="one placeholder per image or video"):
         engine.add_request("two", [1, engine.video_token_id, engine.video_token_id], [embeddings])
 
 
-def test_image_tokens_are_refused(engine):
+def test_an_image_placeholder_without_its_image_is_refused(engine):
     image_token_id = engine.tokenizer.convert_tokens_to_ids("<image>")
-    with pytest.raises(ValueError, match="videos only"):
+    with pytest.raises(ValueError, match=r"\['image'\] but the media given are none"):
         engine.add_request("img", [1, image_token_id, 10])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -63,7 +64,10 @@ def test_tiny_is_built_once_when_many_workers_start_together(tmp_path, monkeypat
         time.sleep(0.2)  # keep the others waiting on the lock
         return build_tiny_model(path)
 
-    monkeypatch.setattr(tiny_model, "build_tiny_model", slow_build)
+    tiny = tiny_model.TINY_FAMILIES["llava-next-video"]
+    monkeypatch.setitem(
+        tiny_model.TINY_FAMILIES, "llava-next-video", dataclasses.replace(tiny, build=slow_build)
+    )
     results: list[Path | str] = []
     workers = [
         threading.Thread(target=lambda: results.append(resolve_model("tiny"))) for _ in range(4)

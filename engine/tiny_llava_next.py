@@ -1,0 +1,137 @@
+"""A tiny LLaVA-NeXT v1.6 (image) checkpoint, built deterministically, for tests and the demo.
+
+The same idea as `engine.tiny_model`, shaped like `llava-hf/llava-v1.6-mistral-7b-hf`:
+a CLIP tower, the Mistral decoder, Mistral's `[INST]` chat template, and anyres
+tiling over the real checkpoints' five grid pinpoints scaled from 336 to 64
+pixels (64x128, 128x64, 128x128, 192x64, 64x192), with `image_newline` closing
+each row of tile features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import processors
+from transformers import (
+    CLIPVisionConfig,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessor,
+    LlavaNextProcessor,
+    MistralConfig,
+    PreTrainedTokenizerFast,
+)
+
+from engine.tiny_model import init_weights, train_bpe
+
+# Bump whenever the built checkpoint changes, so caches of older builds are not reused.
+BUILDER_VERSION = 1
+
+_IMAGE_SIZE = 64
+_PATCH_SIZE = 8
+_SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<image>", "<pad>"]
+# llava-v1.6's [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]], at 64 per 336.
+GRID_PINPOINTS = [[64, 128], [128, 64], [128, 128], [192, 64], [64, 192]]
+
+# Mistral-instruct's template as llava-v1.6-mistral uses it: images before the text of
+# a user turn; string content accepted too.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for part in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>\n' }}{% endfor %}"
+    "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ part['text'] }}{% endfor %}{% endif %}"
+    "{{ ' [/INST]' }}"
+    "{% else %}"
+    "{% if message['content'] is string %}{{ ' ' + message['content'] }}{% else %}"
+    "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{{ ' ' + part['text'] }}{% endfor %}{% endif %}"
+    "{% if message['role'] == 'assistant' %}{{ '</s>' }}{% endif %}"
+    "{% endif %}"
+    "{% endfor %}"
+)
+
+
+def build_tiny_llava_next(path: Path) -> Path:
+    """Writes the tiny LLaVA-NeXT checkpoint to `path`; the same bytes every time it runs."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = _build_tokenizer()
+    _build_processor(tokenizer).save_pretrained(path)
+    model = LlavaNextForConditionalGeneration(_build_config(tokenizer))
+    init_weights(model)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(path)
+    return path
+
+
+def _build_tokenizer() -> PreTrainedTokenizerFast:
+    backend = train_bpe(_SPECIAL_TOKENS)
+    bos_id = backend.token_to_id("<s>")
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+
+
+def _build_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaNextProcessor:
+    image_processor = LlavaNextImageProcessor(
+        size={"shortest_edge": _IMAGE_SIZE},
+        crop_size={"height": _IMAGE_SIZE, "width": _IMAGE_SIZE},
+        image_grid_pinpoints=GRID_PINPOINTS,
+    )
+    return LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        patch_size=_PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, which "default" then drops
+    )
+
+
+def _build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaNextConfig:
+    text_config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=4096,
+        sliding_window=None,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=_IMAGE_SIZE,
+        patch_size=_PATCH_SIZE,
+        projection_dim=64,
+    )
+    return LlavaNextConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=GRID_PINPOINTS,
+        image_seq_length=(_IMAGE_SIZE // _PATCH_SIZE) ** 2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
