@@ -12,6 +12,8 @@ The story of a request here:
 3. stream the tokens back as the continuous-batching loop produces them. A
    cancelled request (the client went away) is aborted in the engine at once,
    which frees its KV cache.
+A request with `report_stages` also gets the encode workers' stage reports
+and `generating` when its sequence joins the batch, as token-less outputs.
 """
 
 from __future__ import annotations
@@ -25,14 +27,17 @@ from pydantic import Field
 from components.embeddings import EmbeddingSource, check_prompt_fits
 from components.model_worker import (
     ModelWorkerConfig,
+    device_stats,
     load_engine,
     open_transport,
     transport_stats,
 )
+from components.stages import reporting
 from protocol.messages import (
     GenerateRequest,
     PrefillRequest,
     PrefillResponse,
+    StageUpdate,
     TokenLogprobs,
     TokenOutput,
 )
@@ -105,9 +110,22 @@ class DecodeWorker(Component):
     async def local_prefill_then_decode(
         self, req: GenerateRequest, sampling: SamplingParams, ctx: Context
     ) -> AsyncIterator[TokenOutput]:
-        embeddings = await self.embeddings.fetch(
-            req.request_id, req.media, req.media_io_kwargs, ctx.time_left()
+        fetching = reporting(
+            lambda report: self.embeddings.fetch(
+                req.request_id,
+                req.media,
+                req.media_io_kwargs,
+                ctx.time_left(),
+                report if req.report_stages else None,
+            )
         )
+        async for item in fetching:
+            if isinstance(item, StageUpdate):
+                yield TokenOutput(token_ids=[], stage=item)
+            else:
+                embeddings = item
+        if req.report_stages:
+            yield TokenOutput(token_ids=[], stage=StageUpdate(stage="generating"))
         check_prompt_fits(req.prompt_token_ids, embeddings, self.config.max_model_len)
         # The engine keys sequences by this call's own id: `req.request_id` comes from
         # the client, and a retried request may reach us while its first try still runs.
@@ -160,6 +178,7 @@ class DecodeWorker(Component):
             "running_sequences": self.engine.num_running,
             "embedding_bytes_read": self.embeddings.bytes_read,
             **transport_stats(self.transport),
+            **device_stats(self.config),
         }
 
 

@@ -3,17 +3,20 @@
 The request for each video goes over the request plane to a router-chosen
 EncodeWorker; the tensor itself comes back over NIXL, read straight from that
 worker's memory. Videos of one prompt are fetched concurrently, so a prompt
-with two videos can use two encode workers at once.
+with two videos can use two encode workers at once. Given a `report`, the
+encode workers' stage reports are passed on to it as they arrive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from components.stages import Report
 from protocol.errors import ServiceError, WorkerLost
-from protocol.messages import EncodeRequest, EncodeResponse, MediaRef
+from protocol.messages import EncodeRequest, EncodeResponse, MediaRef, StageUpdate
 from runtime import Client
 
 if TYPE_CHECKING:
@@ -37,10 +40,14 @@ class EmbeddingSource:
         media: list[MediaRef],
         media_io_kwargs: dict[str, dict[str, Any]] | None,
         deadline_s: float,
+        report: Report | None = None,
     ) -> list[torch.Tensor]:
         return list(
             await asyncio.gather(
-                *(self._one(request_id, item, media_io_kwargs, deadline_s) for item in media)
+                *(
+                    self._one(request_id, item, media_io_kwargs, deadline_s, report)
+                    for item in media
+                )
             )
         )
 
@@ -50,20 +57,19 @@ class EmbeddingSource:
         media: MediaRef,
         media_io_kwargs: dict[str, dict[str, Any]] | None,
         deadline_s: float,
+        report: Report | None,
     ) -> torch.Tensor:
         from transport import RdmaMetadata, TransferError
 
-        request = EncodeRequest(request_id=request_id, media=media, media_io_kwargs=media_io_kwargs)
+        request = EncodeRequest(
+            request_id=request_id,
+            media=media,
+            media_io_kwargs=media_io_kwargs,
+            report_stages=report is not None,
+        )
         failure: TransferError | None = None
         for _ in range(READ_ATTEMPTS):
-            reply = EncodeResponse.model_validate(
-                await self.encoders.call(
-                    "encode",
-                    request.model_dump(),
-                    deadline_s=deadline_s,
-                    route_key=request.media_key(),  # the same video to the same (warm) worker
-                )
-            )
+            reply = await self._encode(request, deadline_s, report)
             try:
                 [embeddings] = await self.transport.read(RdmaMetadata.from_dict(reply.embeddings))
             except TransferError as error:
@@ -75,6 +81,26 @@ class EmbeddingSource:
             self.bytes_read += embeddings.numel() * embeddings.element_size()
             return embeddings
         raise WorkerLost(f"could not read the video embeddings: {failure}") from failure
+
+    async def _encode(
+        self, request: EncodeRequest, deadline_s: float, report: Report | None
+    ) -> EncodeResponse:
+        """The encode worker's answer; its stage reports before it go to `report`."""
+        route_key = request.media_key()  # the same video to the same (warm) worker
+        if report is None:
+            answer = await self.encoders.call(
+                "encode", request.model_dump(), deadline_s=deadline_s, route_key=route_key
+            )
+            return EncodeResponse.model_validate(answer)
+        replies = self.encoders.stream(
+            "encode", request.model_dump(), deadline_s=deadline_s, route_key=route_key
+        )
+        async with contextlib.aclosing(replies):
+            async for reply in replies:
+                if "stage" not in reply:
+                    return EncodeResponse.model_validate(reply)
+                report(StageUpdate.model_validate(reply))
+        raise ServiceError("the encode worker ended its reply without the embeddings")
 
 
 def check_prompt_fits(

@@ -7,7 +7,10 @@ and projector (`engine`). Requests for the same media that arrive together
 share that work (single-flight); callers route equal media to the same
 worker, so its cache stays hot. The embeddings are then exposed as a NIXL-readable
 buffer; the caller reads them straight from this process's memory, and the
-buffer is released once read (or when its lease runs out).
+buffer is released once read (or when its lease runs out). A caller that asks
+for `report_stages` hears `fetching`, `decoding` and `encoding` (neither on a
+cache hit), then `encoding` again with what the video is and how many frames
+were sampled.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -23,11 +27,14 @@ from pydantic import Field
 from components.embedding_cache import EmbeddingCache, SingleFlight
 from components.model_worker import (
     ModelWorkerConfig,
+    device_stats,
     load_engine,
     open_transport,
     transport_stats,
 )
+from components.stages import Report, ignore, reporting
 from media import (
+    DEFAULT_UPLOAD_DIR,
     DecodedVideo,
     MediaError,
     MediaFetcher,
@@ -35,9 +42,10 @@ from media import (
     VideoSampling,
     decode_image,
     decode_video,
+    probe_video,
 )
 from protocol.errors import ServiceError
-from protocol.messages import EncodeRequest, EncodeResponse
+from protocol.messages import EncodeRequest, EncodeResponse, StageUpdate, VideoInfo
 from runtime import Component, Context, endpoint
 
 if TYPE_CHECKING:
@@ -57,6 +65,8 @@ class EncodeWorkerConfig(ModelWorkerConfig, MediaOptions):
     read_lease_s: float = Field(default=60.0, gt=0)
     max_concurrent_fetches: int = Field(default=16, ge=1)
     """Media downloads at once; more wait their turn, so a burst cannot hold unbounded bytes."""
+    upload_dir: Path = DEFAULT_UPLOAD_DIR
+    """The frontend's `upload-dir`: `file://` URLs under it are uploads and may be read."""
 
 
 class EncodeWorker(Component):
@@ -66,14 +76,18 @@ class EncodeWorker(Component):
 
         self.engine = await load_engine(self.config, max_num_seqs=0)
         self.fetcher = MediaFetcher(self.config)
+        self.uploads = MediaFetcher(
+            self.config.model_copy(update={"allowed_local_media_path": self.config.upload_dir})
+        )
         self.fetch_slots = asyncio.Semaphore(self.config.max_concurrent_fetches)
         self.cache = EmbeddingCache(self.config.embedding_cache_mib * MiB)
-        self.flights: SingleFlight[tuple[torch.Tensor, bool]] = SingleFlight()
+        self.flights: SingleFlight[tuple[torch.Tensor, bool, bytes]] = SingleFlight()
         self.transport = open_transport(self.config)
         self.encoded = 0
 
     async def stop(self) -> None:
         await self.fetcher.aclose()
+        await self.uploads.aclose()
 
     @endpoint
     async def encode(self, request: dict[str, Any], ctx: Context) -> AsyncIterator[dict[str, Any]]:
@@ -81,7 +95,12 @@ class EncodeWorker(Component):
 
         req = EncodeRequest.model_validate(request)
         try:
-            embeddings, cache_hit = await self.embed(req)
+            async for item in reporting(lambda report: self.embed(req, report)):
+                if isinstance(item, StageUpdate):
+                    if req.report_stages:
+                        yield item.model_dump()
+                else:
+                    embeddings, cache_hit = item
         except MediaError as error:
             raise ServiceError(
                 str(error),
@@ -100,34 +119,56 @@ class EncodeWorker(Component):
             cache_hit=cache_hit,
         ).model_dump()
 
-    async def embed(self, req: EncodeRequest) -> tuple[torch.Tensor, bool]:
+    async def embed(self, req: EncodeRequest, report: Report = ignore) -> tuple[torch.Tensor, bool]:
         """The embeddings of one video or image, from the cache when its bytes were seen before."""
         modality = req.media.modality
         self.config.check_enabled(modality)
         kwargs = req.media_io_kwargs or {}
         sampling = self.config.video_sampling(kwargs.get("video"))
+        report(StageUpdate(stage="fetching"))
         # An image ignores the video sampling, so only its bytes and the model key it.
         how = sampling.cache_key() if modality == "video" else "image"
         url = req.media.url
-        (embeddings, hit), shared = await self.flights.run(
-            (url, how), lambda: self.fetch_and_embed(url, modality, sampling, how)
+        (embeddings, hit, data), shared = await self.flights.run(
+            (url, how), lambda: self.fetch_and_embed(url, modality, sampling, how, report)
         )
+        if req.report_stages and modality == "video":
+            # Repeated, with what was found: a caller that shared another's
+            # flight heard neither `decoding` nor `encoding` from it.
+            frames = embeddings.shape[0] // self.engine.tokens_per_frame
+            report(StageUpdate(stage="encoding", video=await self.video_info(data, frames)))
         return embeddings, hit or shared
 
     async def fetch_and_embed(
-        self, url: str, modality: str, sampling: VideoSampling, how: str
-    ) -> tuple[torch.Tensor, bool]:
+        self, url: str, modality: str, sampling: VideoSampling, how: str, report: Report
+    ) -> tuple[torch.Tensor, bool, bytes]:
+        upload = url.startswith(self.config.upload_dir.as_uri() + "/")
         async with self.fetch_slots:
-            data = await self.fetcher.fetch(url)
+            data = await (self.uploads if upload else self.fetcher).fetch(url)
         key = f"{hashlib.sha256(data).hexdigest()}|{how}|{self.config.model}"
         cached = self.cache.get(key)
         if cached is not None:
-            return cached, True
+            return cached, True, data
+        report(StageUpdate(stage="decoding"))
         decoded = await self.decode(data, modality, sampling)
+        report(StageUpdate(stage="encoding"))
         embeddings = await asyncio.to_thread(self.engine.encode_video, decoded.frames)
         self.cache.put(key, embeddings)
         self.encoded += 1
-        return embeddings, False
+        return embeddings, False, data
+
+    async def video_info(self, data: bytes, frames: int) -> VideoInfo:
+        """What the caller is told of its video: the file's probe and the frames sampled."""
+        probe = await asyncio.to_thread(probe_video, data)
+        return VideoInfo(
+            duration_s=probe.duration_s,
+            fps=probe.fps,
+            width=probe.width,
+            height=probe.height,
+            frames_sampled=frames,
+            sampled_width=probe.width,
+            sampled_height=probe.height,
+        )
 
     async def decode(self, data: bytes, modality: str, sampling: VideoSampling) -> DecodedVideo:
         """Decode untrusted bytes: whatever the decoder raises on them is the sender's 400.
@@ -158,4 +199,5 @@ class EncodeWorker(Component):
             "media_encoded": self.encoded,
             "media_shared_in_flight": self.flights.shared,
             **transport_stats(self.transport),
+            **device_stats(self.config),
         }

@@ -20,14 +20,16 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from pydantic import Field, SecretStr
 
+from media import DEFAULT_UPLOAD_DIR
 from routes.admission import Admission
 from routes.app import build_app
 from routes.metrics import FrontendMetrics
-from routes.state import FrontendState
+from routes.state import AppSettings, FrontendState
 from runtime import Component, ComponentConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,15 @@ class FrontendConfig(ComponentConfig):
     cors_allow_origins: list[str] = []
     """Origins browsers may call from; empty (the default) sends no CORS headers at all."""
     drain_timeout_s: float = Field(default=30.0, ge=0)
+    inference_fps: float = Field(default=2.0, gt=0)
+    inference_max_frames: int = Field(default=768, ge=1)
+    inference_max_tokens: int = Field(default=2048, ge=1)
+    inference_temperature: float = Field(default=0.7, ge=0, le=2)
+    """Defaults of /v1/inference/* where a request leaves them out."""
+    upload_dir: Path = DEFAULT_UPLOAD_DIR
+    """Where uploads are spooled; encode workers read them there (their `upload-dir`)."""
+    max_upload_bytes: int = Field(default=256 * MiB, ge=1024)
+    """The largest upload; keep it at most the encode workers' `max-fetch-bytes`."""
 
 
 class Frontend(Component):
@@ -74,6 +85,14 @@ class Frontend(Component):
             request_timeout_s=self.config.request_timeout_s,
             admission=Admission(self.config.max_inflight),
             metrics=FrontendMetrics(),
+            apps=AppSettings(
+                fps=self.config.inference_fps,
+                max_frames=self.config.inference_max_frames,
+                max_tokens=self.config.inference_max_tokens,
+                temperature=self.config.inference_temperature,
+                upload_dir=self.config.upload_dir,
+                max_upload_bytes=self.config.max_upload_bytes,
+            ),
         )
         api_key = self.config.api_key or SecretStr(os.environ.get(API_KEY_ENV, ""))
         app = build_app(

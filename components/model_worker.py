@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -76,3 +76,20 @@ def transport_stats(transport: Connector) -> dict[str, float]:
     stats = transport.stats()
     numbers = {f"transport_{k}": float(v) for k, v in stats.items() if k != "backend"}
     return {**numbers, "transport_nixl": float(stats["backend"] == "nixl")}
+
+
+def device_stats(config: ModelWorkerConfig) -> dict[str, Any]:
+    """Which model runs where, for /v1/health/detailed; on CUDA, the GPU and its memory in use."""
+    stats: dict[str, Any] = {"model": config.model, "device": config.device}
+    if config.device.startswith("cuda"):
+        import torch
+
+        device = torch.device(config.device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(index)
+        stats |= {
+            "gpu_name": torch.cuda.get_device_name(index),
+            "gpu_memory_used_bytes": total - free,
+            "gpu_memory_total_bytes": total,
+        }
+    return stats

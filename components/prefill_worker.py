@@ -18,6 +18,7 @@ from pydantic import Field
 from components.embeddings import EmbeddingSource, check_prompt_fits
 from components.model_worker import (
     ModelWorkerConfig,
+    device_stats,
     load_engine,
     open_transport,
     transport_stats,
@@ -81,4 +82,5 @@ class PrefillWorker(Component):
             "kv_bytes_exposed": self.kv_bytes_exposed,
             "embedding_bytes_read": self.embeddings.bytes_read,
             **transport_stats(self.transport),
+            **device_stats(self.config),
         }

@@ -6,7 +6,8 @@ The story of a request here:
 2. check what can be checked before any worker spends time on it (media count,
    prompt length, sampling options);
 3. route it to a DecodeWorker and stream the generated token ids back,
-   detokenized incrementally, cutting at stop strings.
+   detokenized incrementally, cutting at stop strings (and, when the request
+   asked for them, the graph's stage reports as they come).
 Images are sent as one-frame videos: LLaVA-NeXT-Video encodes both the same way.
 """
 
@@ -130,6 +131,7 @@ class Processor(Component):
             media=media,
             media_io_kwargs=chat.media_io_kwargs,
             sampling=sampling,
+            report_stages=incoming.report_stages,
         )
         detokenizer = Detokenizer(self.tokenizer, sampling.stop)
         completion_tokens = 0
@@ -139,6 +141,9 @@ class Processor(Component):
         async with aclosing(replies):
             async for message in replies:
                 out = TokenOutput.model_validate(message)
+                if out.stage is not None:
+                    yield ProcessorOutput(text="", token_ids=[], stage=out.stage).model_dump()
+                    continue
                 completion_tokens += len(out.token_ids)
                 text = detokenizer.add(out.token_ids)
                 finish = "stop" if detokenizer.stopped else out.finish_reason

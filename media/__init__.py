@@ -16,17 +16,22 @@ from media.fetch import MediaFetcher
 from media.guard import Resolver
 from media.image import decode_image, decode_image_sync
 from media.options import MediaOptions, VideoSampling
+from media.probe import VideoProbe, probe_video
+from media.sources import DEFAULT_UPLOAD_DIR
 from media.video import decode_video, decode_video_sync
 
 __all__ = [
+    "DEFAULT_UPLOAD_DIR",
     "DecodedVideo",
     "MediaError",
     "MediaFetcher",
     "MediaOptions",
     "Resolver",
+    "VideoProbe",
     "VideoSampling",
     "decode_image",
     "decode_image_sync",
     "decode_video",
     "decode_video_sync",
+    "probe_video",
 ]

@@ -2,10 +2,14 @@
 
 import base64
 import binascii
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from media.errors import MediaError
+
+DEFAULT_UPLOAD_DIR = Path(tempfile.gettempdir()) / "vidgraph-uploads"
+"""Where the frontend spools uploads and encode workers read them (`upload-dir`, both sides)."""
 
 
 def too_large(what: str, size: int, limit: int) -> MediaError:

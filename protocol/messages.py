@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field
 from protocol.openai import TokenLogprob
 
 FinishReason = Literal["stop", "length"]
+Stage = Literal["queued", "fetching", "decoding", "encoding", "generating"]
+"""Where a request is on its way through the graph, in the order it gets there."""
 
 
 class SamplingOptions(BaseModel):
@@ -50,12 +52,37 @@ class MediaRef(BaseModel):
     modality: Literal["video", "image"]
 
 
+class VideoInfo(BaseModel):
+    """The video as the encode worker found it, and what it sampled from it."""
+
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    frames_sampled: int
+    sampled_width: int
+    sampled_height: int
+
+
+class StageUpdate(BaseModel):
+    """A stage the request has just entered, sent ahead of the answer when asked for.
+
+    Stages travel back up the same stream as the answer (encode worker -> decode
+    worker -> processor -> frontend), inside `TokenOutput.stage` and
+    `ProcessorOutput.stage`, only when the request set `report_stages`.
+    """
+
+    stage: Stage
+    video: VideoInfo | None = None
+
+
 # Frontend -> Processor: the validated OpenAI request (protocol.openai) plus its id.
 
 
 class ProcessorRequest(BaseModel):
     request_id: str
     request: dict[str, Any]
+    report_stages: bool = False
 
 
 class TokenLogprobs(BaseModel):
@@ -74,6 +101,8 @@ class ProcessorOutput(BaseModel):
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    stage: StageUpdate | None = None
+    """Set (with no text or tokens) on a stage report; see `StageUpdate`."""
 
 
 # Processor -> DecodeWorker
@@ -86,6 +115,7 @@ class GenerateRequest(BaseModel):
     media: list[MediaRef] = Field(default_factory=list)
     media_io_kwargs: dict[str, dict[str, Any]] | None = None
     sampling: SamplingOptions
+    report_stages: bool = False
 
 
 class TokenOutput(BaseModel):
@@ -96,15 +126,19 @@ class TokenOutput(BaseModel):
     finish_reason: FinishReason | None = None
     # The expanded prompt length (video tokens included), for `usage`.
     prompt_tokens: int = 0
+    stage: StageUpdate | None = None
 
 
 # DecodeWorker or PrefillWorker -> EncodeWorker
 
 
 class EncodeRequest(BaseModel):
+    """Answered with one `EncodeResponse`, after `StageUpdate`s if `report_stages` is set."""
+
     request_id: str
     media: MediaRef
     media_io_kwargs: dict[str, dict[str, Any]] | None = None
+    report_stages: bool = False
 
     def media_key(self) -> str:
         """What the encode cache depends on: the media and how it is sampled (not the request).

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
-from routes import chat, models, ops
+from routes import chat, health, inference, models, ops
 from routes.errors import install_error_handlers
 from routes.http_guards import LimitBody, RequireApiKey
 from routes.state import FrontendState
@@ -26,7 +26,7 @@ from routes.state import FrontendState
 log = logging.getLogger(__name__)
 
 # One line per API family; each module has a `router`.
-FAMILIES = (chat, models, ops)
+FAMILIES = (chat, models, ops, inference, health)
 
 # A caller's own x-request-id is kept only if it is this plain: it goes into every log line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -41,7 +41,7 @@ def build_app(
 ) -> FastAPI:
     app = FastAPI(title="vidgraph", version="0.1.0")
     app.state.frontend = state
-    app.add_middleware(LimitBody, max_bytes=max_request_bytes)
+    app.add_middleware(LimitBody, max_bytes=max_request_bytes, exempt=(inference.UPLOAD_PATH,))
     if api_key:
         app.add_middleware(RequireApiKey, api_key=api_key)
     if cors_allow_origins:

@@ -36,16 +36,17 @@ def check_model(state: FrontendState, model: str) -> None:
 
 
 async def start_generation(
-    state: FrontendState, request: dict[str, Any], request_id: str
+    state: FrontendState, request: dict[str, Any], request_id: str, report_stages: bool = False
 ) -> tuple[ProcessorOutput, Outputs]:
     """Admit the request and return its first output and the rest.
 
     The caller must `release` the rest once done with it; on an error raised
-    from here, nothing is left to release.
+    from here, nothing is left to release. With `report_stages`, outputs
+    carrying a `stage` (and no text) come before and between the answer's.
     """
     state.admission.admit()
     state.metrics.in_flight.inc()
-    stream = processor_stream(state, request, request_id)
+    stream = processor_stream(state, request, request_id, report_stages)
     try:
         first = await anext(stream)
     except ServiceError:
@@ -69,11 +70,11 @@ def finish(state: FrontendState, request_id: str, error: ServiceError) -> JSONRe
 
 
 async def processor_stream(
-    state: FrontendState, body: dict[str, Any], request_id: str
+    state: FrontendState, body: dict[str, Any], request_id: str, report_stages: bool = False
 ) -> AsyncIterator[ProcessorOutput]:
     """The request's outputs from a Processor, timed for TTFT and inter-token latency."""
     metrics = state.metrics
-    request = ProcessorRequest(request_id=request_id, request=body)
+    request = ProcessorRequest(request_id=request_id, request=body, report_stages=report_stages)
     started = last = time.perf_counter()
     first = True
     upstream = state.upstream("chat").stream(

@@ -8,6 +8,7 @@ the key learns nothing about the API but that it needs one.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Collection
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -57,15 +58,17 @@ class LimitBody:
 
     A declared `Content-Length` is checked up front. A chunked body is read up
     to the limit and then replayed to the app, so nothing downstream has to
-    cope with a body cut off halfway.
+    cope with a body cut off halfway. Paths in `exempt` bound their bodies
+    themselves (an upload streams to disk under its own, larger limit).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt: Collection[str] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt = frozenset(exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")

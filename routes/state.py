@@ -16,12 +16,15 @@ the instances a moment to come back before it answers 503.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import Request
 
+from media import DEFAULT_UPLOAD_DIR
 from protocol.errors import ServiceError
 from routes.admission import Admission
 from routes.metrics import FrontendMetrics, WorkerStats
@@ -39,6 +42,25 @@ class Upstream(Protocol):
     async def collect_stats(self) -> dict[str, dict[str, float]]: ...
 
 
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """The app surface's defaults and limits (the Frontend's `inference-*` and upload keys).
+
+    The defaults are those of the Qwen3-VL demos: 2 frames a second, at most
+    768 frames, answers of up to 2048 tokens at temperature 0.7.
+    """
+
+    fps: float = 2.0
+    max_frames: int = 768
+    max_tokens: int = 2048
+    temperature: float = 0.7
+    upload_dir: Path = DEFAULT_UPLOAD_DIR
+    max_upload_bytes: int = 256 * MiB
+
+
 @dataclass
 class FrontendState:
     """The graph as the routes see it."""
@@ -51,6 +73,8 @@ class FrontendState:
     request_timeout_s: float
     admission: Admission
     metrics: FrontendMetrics
+    apps: AppSettings = field(default_factory=AppSettings)
+    started_at: float = field(default_factory=time.time)
 
     def upstream(self, model_type: str) -> Upstream:
         """The client of the component serving `model_type`, or a 404 naming what is served."""
