@@ -104,6 +104,28 @@ def test_conditional_disagg_keeps_short_text_local(
     assert worker_stat(graph, "DecodeWorker", "remote_prefills") == remote + 1
 
 
+def wait_for_encode_workers(graph: RunningGraph, count: int = 2) -> list[dict]:
+    """The graph's `count` encode workers, all alive (a killed one is replaced, then deregistered).
+
+    Tests here run in random order, after any test that killed or added a worker.
+    """
+    deadline = time.monotonic() + 150
+    while True:
+        found = instances(graph, "EncodeWorker")
+        if len(found) == count and all(_alive(i["pid"]) for i in found):
+            return found
+        assert time.monotonic() < deadline, f"encode workers: {found}"
+        time.sleep(0.5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _concurrently(graph: RunningGraph, urls: list[str]) -> list[list[int] | Exception]:
     client = openai.AsyncOpenAI(base_url=f"{graph.base_url}/v1", api_key="unused", max_retries=0)
 
@@ -131,6 +153,7 @@ def test_sixteen_concurrent_videos_use_both_encode_workers(
     graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
 ) -> None:
     seeds = list(range(100, 116))
+    wait_for_encode_workers(graph)
     before = worker_stats(graph, "EncodeWorker", "media_encoded")
     assert len(before) == 2
 
@@ -144,20 +167,25 @@ def test_sixteen_concurrent_videos_use_both_encode_workers(
 def test_an_encode_worker_killed_mid_traffic_loses_nothing_silently(
     graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
 ) -> None:
-    victim = instances(graph, "EncodeWorker")[0]
+    victim = wait_for_encode_workers(graph)[0]
     seeds = list(range(200, 212))
     urls = [f"file://{video(s)}" for s in seeds]
 
-    async def kill_soon() -> None:
-        await asyncio.sleep(0.3)
+    async def kill_while_serving(traffic: asyncio.Task) -> None:
+        # While it serves a request (not after a fixed delay, which load can stretch past
+        # the whole burst): that is the case the test is about.
+        while not traffic.done():
+            stats = await asyncio.to_thread(worker_stats, graph, "EncodeWorker", "inflight")
+            if stats.get(victim["id"], 0) >= 1:
+                break
+            await asyncio.sleep(0.01)
         os.kill(victim["pid"], signal.SIGKILL)
 
     def traffic_with_a_kill() -> list[list[int] | Exception]:
         async def both() -> list[list[int] | Exception]:
-            killer = asyncio.create_task(kill_soon())
-            answers = await asyncio.to_thread(_concurrently, graph, urls)
-            await killer
-            return answers
+            traffic = asyncio.create_task(asyncio.to_thread(_concurrently, graph, urls))
+            await kill_while_serving(traffic)
+            return await traffic
 
         return asyncio.run(both())
 
@@ -175,6 +203,7 @@ def test_an_encode_worker_killed_mid_traffic_loses_nothing_silently(
 def test_an_encode_worker_added_while_serving_is_used(
     graph: RunningGraph, media_dir: Path, video: Callable[[int], Path]
 ) -> None:
+    wait_for_encode_workers(graph)
     extra = subprocess.Popen(
         [
             sys.executable,

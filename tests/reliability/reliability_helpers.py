@@ -114,6 +114,17 @@ def frontend_in_flight(base_url: str) -> float:
     return float(re.search(r"^vidgraph_requests_in_flight (\S+)$", body, flags=re.M).group(1))
 
 
+def frontend_finished(base_url: str) -> float:
+    """Chat requests the frontend has answered so far, whatever their status."""
+    body = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return sum(map(float, re.findall(r"^vidgraph_requests_total{.*} (\S+)$", body, flags=re.M)))
+
+
+def frontend_ready(base_url: str) -> bool:
+    """The frontend has found an instance of every component (its /health says ready)."""
+    return httpx.get(f"{base_url}/health", timeout=10).status_code == 200
+
+
 def chat_body(media_dir: Path, index: int, *, max_tokens: int = 12) -> dict[str, Any]:
     """The index-th request of a mix that reaches every stage: videos, long text, streamed."""
     long_text = "Tell me about the river and the hills, in careful words. " * 8

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,28 +17,46 @@ import httpx
 from reliability_helpers import (
     ExtraFrontend,
     chat_body,
+    frontend_finished,
     frontend_in_flight,
+    frontend_ready,
     send_all,
     tally,
     wait_until,
 )
 
 IN_FLIGHT = 8
+# Generous bounds on states the test waits for: a loaded 2-core CI machine is slow, never stuck.
+READY_S = 120.0
+ADMITTED_S = 120.0
 
 
 def test_sigterm_drains_the_frontend(
     start_frontend: Callable[..., ExtraFrontend], media_dir: Path
 ) -> None:
     frontend = start_frontend()
+    # A new frontend answers /live before it has discovered the graph's processors;
+    # requests sent then would be refused, not drained.
+    wait_until(
+        "the extra frontend finds every component",
+        lambda: frontend_ready(frontend.base_url),
+        READY_S,
+    )
+
+    def all_admitted_some_running() -> bool:
+        # Under load, the first requests may finish before the last arrive: what the
+        # drain needs is that the frontend accepted all of them and is still serving some.
+        running = frontend_in_flight(frontend.base_url)
+        return running >= 1 and running + frontend_finished(frontend.base_url) == IN_FLIGHT
 
     async def run() -> tuple[list, httpx.Response, httpx.Response]:
         bodies = [chat_body(media_dir, i, max_tokens=256) for i in range(IN_FLIGHT)]
         sending = asyncio.create_task(send_all(frontend.base_url, bodies))
         await asyncio.to_thread(
             wait_until,
-            "every request in flight at the frontend",
-            lambda: frontend_in_flight(frontend.base_url) == IN_FLIGHT,
-            30,
+            "every request admitted by the frontend, some still running",
+            all_admitted_some_running,
+            ADMITTED_S,
         )
         frontend.process.send_signal(signal.SIGTERM)
         async with httpx.AsyncClient(base_url=frontend.base_url) as client:
@@ -51,14 +70,14 @@ def test_sigterm_drains_the_frontend(
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
     assert tally(outcomes) == {"answered": IN_FLIGHT, "errored": 0, "lost": 0}, outcomes
-    assert frontend.process.wait(timeout=30) == 0
+    assert frontend.process.wait(timeout=60) == 0
 
 
 async def _draining_health(client: httpx.AsyncClient) -> httpx.Response:
-    """The first /health after the signal arrives (the process handles it within moments)."""
-    for _ in range(100):
+    """The first /health after the signal arrives (moments, or seconds on a loaded machine)."""
+    deadline = time.monotonic() + 30
+    while True:
         health = await client.get("/health")
-        if health.status_code == 503:
+        if health.status_code == 503 or time.monotonic() > deadline:
             return health
         await asyncio.sleep(0.02)
-    raise AssertionError(f"/health still answers {health.status_code} after SIGTERM")

@@ -43,7 +43,6 @@ RECOVERY_S = 30.0
 # on a loaded 2-core CI machine that alone can take most of a minute.
 REPLACED_S = 150.0
 ANSWER_TOKENS = 64  # the tiny model decodes fast: longer answers keep streams open at the fault
-victims: list[int] = []  # pids killed by this module; the last test checks they were replaced
 
 
 def burst_with_fault(
@@ -141,7 +140,6 @@ def report(fault: str, counts: dict[str, int], recovery_s: float) -> None:
 def test_kill_9_while_requests_flow(component: str, graph: RunningGraph, media_dir: Path) -> None:
     wait_whole(graph, component)
     victim = min(pids(graph.base_url)[component])
-    victims.append(victim)
     killed_at: list[float] = []
 
     def kill() -> None:
@@ -152,6 +150,15 @@ def test_kill_9_while_requests_flow(component: str, graph: RunningGraph, media_d
     counts = assert_nothing_lost(burst_with_fault(graph, media_dir, kill, ready=busy))
     recovery_s = wait_recovered(graph, media_dir, killed_at[0], f"kill -9 {component}")
     assert_no_leaks(graph)
+    # The supervisor replaces it (checked here, not by a later test: test order is random).
+    wait_until(
+        f"the killed {component} replaced",
+        lambda: (
+            victim not in (now := pids(graph.base_url)[component])
+            and len(now) == WORKERS[component]
+        ),
+        REPLACED_S,
+    )
     report(f"kill -9 {component}", counts, recovery_s)
 
 
@@ -203,6 +210,8 @@ def test_etcd_restart_while_requests_flow(
 
 def test_beyond_max_inflight_is_429_with_retry_after(graph: RunningGraph, media_dir: Path) -> None:
     """Admission control: a burst of twice the limit is answered or told to retry, never queued."""
+    for component in WORKERS:
+        wait_whole(graph, component)  # an earlier test's victim may still be being replaced
     bodies = [{**chat_body(media_dir, i), "stream": False} for i in range(2 * MAX_INFLIGHT)]
 
     async def burst() -> list[httpx.Response]:
@@ -217,13 +226,4 @@ def test_beyond_max_inflight_is_429_with_retry_after(graph: RunningGraph, media_
     for refused in (r for r in responses if r.status_code == 429):
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["type"] == "rate_limit_exceeded"
-    assert_no_leaks(graph)
-
-
-def test_supervisor_replaced_every_killed_worker(graph: RunningGraph, media_dir: Path) -> None:
-    for component in WORKERS:
-        wait_whole(graph, component)
-    alive = set().union(*pids(graph.base_url).values())
-    assert not alive & set(victims), "a killed worker is still listed"
-    assert answered_again(graph, media_dir)
     assert_no_leaks(graph)

@@ -68,7 +68,7 @@ async def counters(peer: PeerProcess, connector: Connector) -> dict[str, int]:
 
 async def back_to(baseline: dict[str, int], peer: PeerProcess, connector: Connector) -> None:
     """Waits for both sides' counters to settle; a stalled readable waits out its lease."""
-    deadline = time.monotonic() + 15.0
+    deadline = time.monotonic() + 60.0
     while (now := await counters(peer, connector)) != baseline:
         assert time.monotonic() < deadline, (now, baseline)
         await asyncio.sleep(0.1)

@@ -141,7 +141,7 @@ async def test_killing_the_producer_mid_transfer_raises_promptly_and_its_success
         started = time.monotonic()
         with pytest.raises(TransferError):
             await read
-        assert time.monotonic() - started < 15  # the peer's death, not the 60 s timeout
+        assert time.monotonic() - started < 40  # the peer's death, not the 60 s timeout
     finally:
         doomed.stop()
 
