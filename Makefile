@@ -26,6 +26,12 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# Every system side by side, interleaved, on the same cores (benchmarks/README.md).
+# Add vLLM first with `bash benchmarks/vllm/install.sh`; e.g. BENCH_ARGS='--concurrency 1,16'.
+bench: install
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m benchmarks.compare $(BENCH_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

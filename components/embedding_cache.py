@@ -7,12 +7,25 @@ would either waste memory on short clips or overflow on long ones.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
     import torch
+
+    from media import VideoSampling
+
+
+def sampling_tag(modality: str, sampling: VideoSampling) -> str:
+    """How media becomes frames: a video's sampling; an image ignores it."""
+    return sampling.cache_key() if modality == "video" else "image"
+
+
+def embedding_key(data: bytes, tag: str, model: str) -> str:
+    """What an embedding depends on: the media's bytes, its `sampling_tag`, the model."""
+    return f"{hashlib.sha256(data).hexdigest()}|{tag}|{model}"
 
 
 class EmbeddingCache:

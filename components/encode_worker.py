@@ -16,7 +16,6 @@ were sampled.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from components.embedding_cache import EmbeddingCache, SingleFlight
+from components.embedding_cache import (
+    EmbeddingCache,
+    SingleFlight,
+    embedding_key,
+    sampling_tag,
+)
 from components.model_worker import (
     ModelWorkerConfig,
     device_stats,
@@ -126,8 +130,7 @@ class EncodeWorker(Component):
         kwargs = req.media_io_kwargs or {}
         sampling = self.config.video_sampling(kwargs.get("video"))
         report(StageUpdate(stage="fetching"))
-        # An image ignores the video sampling, so only its bytes and the model key it.
-        how = sampling.cache_key() if modality == "video" else "image"
+        how = sampling_tag(modality, sampling)
         url = req.media.url
         (embeddings, hit, data), shared = await self.flights.run(
             (url, how), lambda: self.fetch_and_embed(url, modality, sampling, how, report)
@@ -145,7 +148,7 @@ class EncodeWorker(Component):
         upload = url.startswith(self.config.upload_dir.as_uri() + "/")
         async with self.fetch_slots:
             data = await (self.uploads if upload else self.fetcher).fetch(url)
-        key = f"{hashlib.sha256(data).hexdigest()}|{how}|{self.config.model}"
+        key = embedding_key(data, how, self.config.model)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True, data

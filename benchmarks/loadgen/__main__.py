@@ -4,7 +4,7 @@
         --label vidgraph-agg --concurrency 1,2,4,8,16,32 --num-requests 64 \\
         [--rate 2,4] [--duration S] [--warmup N] [--wait-ready S] \\
         [--video-share F] [--repeat-share F] [--text-share F] [--video-seconds 1,2,4] \\
-        [--max-tokens 32] [--slo-ttft-ms MS] [--slo-itl-ms MS] [--seed 0] \\
+        [--max-tokens 32] [--slo-ttft-ms MS] [--slo-tpot-ms MS] [--seed 0] \\
         [--out benchmarks/results/LABEL.json] [--save-requests]
 
 Writes one JSON file per sweep (one entry per load point) and prints a table.
@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     slo = p.add_argument_group("goodput")
     slo.add_argument("--slo-ttft-ms", type=float, help="a good request's TTFT is at most this")
     slo.add_argument(
-        "--slo-itl-ms", type=float, help="a good request's mean inter-token latency is at most this"
+        "--slo-tpot-ms", type=float, help="a good request's time per output token is at most this"
     )
     p.add_argument("--save-requests", action="store_true", help="keep per-request records")
     p.add_argument(
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         num_requests=num_requests,
         duration_s=args.duration,
         warmup=args.warmup,
-        slo=Slo(ttft_ms=args.slo_ttft_ms, itl_ms=args.slo_itl_ms),
+        slo=Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms),
         seed=args.seed,
         request_timeout_s=args.request_timeout,
         save_requests=args.save_requests,

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             request = workload.request(index, CROSSCHECK)
             body = workload.body(request, model="")
             line = {"text": request.prompt, "extra": {k: body[k] for k in SAMPLING_FIELDS}}
-            if (url := workload.video_url(request)) is not None:
-                line["video"] = url
+            if (url := workload.media_url(request)) is not None:
+                line["image" if request.kind == "image" else "video"] = url
             out.write(json.dumps(line) + "\n")
     return 0
 

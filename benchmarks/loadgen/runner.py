@@ -169,6 +169,14 @@ async def run_point(
     return result
 
 
+async def warm_up(sender: Sender, workload: Workload, config: RunConfig) -> None:
+    """`config.warmup` unmeasured requests of the warm-up stream, one at a time."""
+    for request in workload.prepare(range(config.warmup), config.model, WARMUP):
+        record = await sender(request)
+        if not record.ok:
+            print(f"warning: warm-up request failed: {record.error}", file=sys.stderr)
+
+
 async def run_sweep(
     config: RunConfig,
     workload: Workload,
@@ -194,10 +202,7 @@ async def run_sweep(
             async def sender(request: PreparedRequest) -> RequestRecord:
                 return await send(client, config.chat_url, request)
 
-        for request in workload.prepare(range(config.warmup), config.model, WARMUP):
-            record = await sender(request)
-            if not record.ok:
-                print(f"warning: warm-up request failed: {record.error}", file=sys.stderr)
+        await warm_up(sender, workload, config)
         runs, offset = [], 0
         for point in points:
             indices = range(offset, offset + config.num_requests)

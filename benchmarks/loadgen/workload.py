@@ -1,4 +1,4 @@
-"""The request mix: fresh videos, repeated videos, and text-only prompts, reproducible by seed.
+"""The request mix: fresh videos, repeated videos, images and text, reproducible by seed.
 
 Request `i` of a run is a pure function of (seed, i), so two systems driven with
 the same flags receive the same prompts and the same video bytes in the same
@@ -6,12 +6,15 @@ order. "repeat" requests reuse the exact bytes of a small pool of hot videos, wh
 is what an embedding cache keyed by content hash can hit; "video" requests each
 get a video nobody has sent before. Videos are made locally (no media can be
 downloaded here) and sent inline as `data:` URLs, so any server accepts them
-without a file allow-list.
+without a file allow-list. With `turns` > 1, consecutive requests are the turns
+of one conversation about the same video (its earlier questions and fixed
+answers sent again), which a prefix cache and an embedding cache can reuse.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import tempfile
 from dataclasses import asdict, dataclass
@@ -19,10 +22,11 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from media.samples import write_sample_video
+from media.samples import sample_frames, write_sample_video
 
-KINDS = ("video", "repeat", "text")
+KINDS = ("video", "repeat", "text", "image")
 MEASURED, WARMUP, CROSSCHECK = 0, 1, 2  # request streams, see `Workload.request`
 VIDEO_PROMPTS = (
     "Describe this video.",
@@ -34,6 +38,13 @@ TEXT_PROMPTS = (
     "Explain what a video codec does in two sentences.",
     "List three uses of a load balancer.",
 )
+IMAGE_PROMPT = "What is in this picture?"
+FOLLOW_UPS = (
+    "What colour dominates at the end?",
+    "Does anything move left to right?",
+    "Summarise it in five words.",
+)
+EARLIER_ANSWER = "A gradient of colours drifts slowly across the frame."
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,7 @@ class WorkloadSpec:
     video_share: float = 1.0
     repeat_share: float = 0.0
     text_share: float = 0.0
+    image_share: float = 0.0
     video_seconds: tuple[float, ...] = (1.0, 2.0, 4.0)
     fps: int = 10
     width: int = 96
@@ -50,14 +62,18 @@ class WorkloadSpec:
     repeat_pool: int = 4
     max_tokens: int = 32
     seed: int = 0
+    turns: int = 1
+    num_frames: int | None = None  # sent as media_io_kwargs; None: the server's default
 
     def __post_init__(self) -> None:
-        shares = (self.video_share, self.repeat_share, self.text_share)
+        shares = (self.video_share, self.repeat_share, self.text_share, self.image_share)
         if min(shares) < 0 or abs(sum(shares) - 1) > 1e-6:
             raise ValueError(
-                f"--video-share + --repeat-share + --text-share must be non-negative and sum "
-                f"to 1 (got {self.video_share} + {self.repeat_share} + {self.text_share})"
+                "--video-share + --repeat-share + --text-share + --image-share must be "
+                f"non-negative and sum to 1 (got {' + '.join(map(str, shares))})"
             )
+        if not 1 <= self.turns <= len(FOLLOW_UPS) + 1:
+            raise ValueError(f"--turns must be between 1 and {len(FOLLOW_UPS) + 1}")
         if not self.video_seconds or min(self.video_seconds) <= 0:
             raise ValueError("--video-seconds needs one or more positive lengths")
         if self.repeat_pool < 1:
@@ -76,6 +92,7 @@ class Request:
     prompt: str
     video_seed: int | None = None
     video_seconds: float | None = None
+    turn: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +109,7 @@ class Workload:
     def __init__(self, spec: WorkloadSpec) -> None:
         self.spec = spec
         self._video_url = cache(self._make_video_url)
+        self._image_url = cache(self._make_image_url)
 
     def request(self, index: int, stream: int = MEASURED) -> Request:
         """Request `index` of a stream of requests.
@@ -102,21 +120,26 @@ class Workload:
         a fresh video the measured stream sends (which would be a cache hit).
         """
         spec = self.spec
-        rng = np.random.default_rng([spec.seed, index])
-        kind = str(rng.choice(KINDS, p=[spec.video_share, spec.repeat_share, spec.text_share]))
+        # Every turn of a conversation draws the same kind, prompt and video.
+        conversation, turn = divmod(index, spec.turns)
+        rng = np.random.default_rng([spec.seed, conversation])
+        shares = [spec.video_share, spec.repeat_share, spec.text_share, spec.image_share]
+        kind = str(rng.choice(KINDS, p=shares))
         if kind == "text":
-            return Request(index, kind, str(rng.choice(TEXT_PROMPTS)))
+            return Request(index, kind, str(rng.choice(TEXT_PROMPTS)), turn=turn)
+        # Fresh media take seeds above the hot pool's, so they never collide with it.
+        fresh = spec.repeat_pool + int(
+            np.random.default_rng([spec.seed, conversation, stream]).integers(2**31)
+        )
+        if kind == "image":
+            return Request(index, kind, IMAGE_PROMPT, video_seed=fresh, turn=turn)
         prompt = str(rng.choice(VIDEO_PROMPTS))
         if kind == "repeat":
             hot = int(rng.integers(spec.repeat_pool))
             seconds = spec.video_seconds[hot % len(spec.video_seconds)]
-            return Request(index, kind, prompt, video_seed=hot, video_seconds=seconds)
+            return Request(index, kind, prompt, video_seed=hot, video_seconds=seconds, turn=turn)
         seconds = float(rng.choice(spec.video_seconds))
-        # Fresh videos take seeds above the hot pool's, so they never collide with it.
-        fresh = np.random.default_rng([spec.seed, index, stream]).integers(2**31)
-        return Request(
-            index, kind, prompt, video_seed=spec.repeat_pool + int(fresh), video_seconds=seconds
-        )
+        return Request(index, kind, prompt, video_seed=fresh, video_seconds=seconds, turn=turn)
 
     def body(self, request: Request, model: str) -> dict:
         """An OpenAI chat-completion body with a fixed output length on every system.
@@ -126,13 +149,18 @@ class Workload:
         every system produces the same number of tokens.
         """
         content: list[dict] = [{"type": "text", "text": request.prompt}]
-        url = self.video_url(request)
+        url = self.media_url(request)
         if url is not None:
-            content.append({"type": "video_url", "video_url": {"url": url}})
+            part = "image_url" if request.kind == "image" else "video_url"
+            content.append({"type": part, part: {"url": url}})
+        messages: list[dict] = [{"role": "user", "content": content}]
+        for question in FOLLOW_UPS[: request.turn]:
+            messages.append({"role": "assistant", "content": EARLIER_ANSWER})
+            messages.append({"role": "user", "content": question})
         max_tokens = self.spec.max_tokens
-        return {
+        body = {
             "model": model,
-            "messages": [{"role": "user", "content": content}],
+            "messages": messages,
             "max_tokens": max_tokens,
             "temperature": 0,
             "stream": True,
@@ -140,11 +168,16 @@ class Workload:
             "ignore_eos": True,
             "min_tokens": max_tokens,
         }
+        if self.spec.num_frames is not None:
+            body["media_io_kwargs"] = {"video": {"num_frames": self.spec.num_frames}}
+        return body
 
-    def video_url(self, request: Request) -> str | None:
-        """The request's video as a `data:` URL (made once per seed and length), if it has one."""
+    def media_url(self, request: Request) -> str | None:
+        """The request's video or image as a `data:` URL (made once each), if it has one."""
         if request.video_seed is None:
             return None
+        if request.kind == "image":
+            return self._image_url(request.video_seed)
         return self._video_url(request.video_seed, request.video_seconds)
 
     def prepare(self, indices: range, model: str, stream: int = MEASURED) -> list[PreparedRequest]:
@@ -164,3 +197,10 @@ class Workload:
             )
             data = path.read_bytes()
         return "data:video/mp4;base64," + base64.b64encode(data).decode()
+
+    def _make_image_url(self, seed: int) -> str:
+        spec = self.spec
+        (pixels,) = sample_frames(1, spec.width, spec.height, seed)
+        png = io.BytesIO()
+        Image.fromarray(pixels).save(png, format="PNG")
+        return "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()

@@ -29,7 +29,7 @@ async def test_concurrency_sweep_records_consistent_numbers(fake_server: FakeSer
         model="tiny",
         num_requests=6,
         warmup=1,
-        slo=Slo(ttft_ms=10_000, itl_ms=10_000),
+        slo=Slo(ttft_ms=10_000, tpot_ms=10_000),
     )
     before = len(fake_server.bodies)
     points = [LoadPoint(concurrency=1), LoadPoint(concurrency=3)]

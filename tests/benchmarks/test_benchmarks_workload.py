@@ -80,3 +80,21 @@ def test_shares_must_sum_to_one() -> None:
 def _video_url(body: dict) -> str:
     (video,) = [part for part in body["messages"][0]["content"] if part["type"] == "video_url"]
     return video["video_url"]["url"]
+
+
+def test_turns_of_a_conversation_share_its_video_and_grow_its_history() -> None:
+    workload = Workload(WorkloadSpec(video_share=1.0, turns=4, video_seconds=(0.5,)))
+    first, *later = [workload.body(workload.request(i), "tiny") for i in range(4)]
+    assert [len(body["messages"]) for body in (first, *later)] == [1, 3, 5, 7]
+    assert all(body["messages"][0] == first["messages"][0] for body in later)
+    next_conversation = workload.body(workload.request(4), "tiny")
+    assert _video_url(next_conversation) != _video_url(first)
+
+
+def test_images_are_fresh_pngs_and_frames_can_be_asked_for() -> None:
+    spec = WorkloadSpec(video_share=0.0, image_share=1.0, num_frames=32)
+    workload = Workload(spec)
+    bodies = [workload.body(workload.request(i), "tiny") for i in range(3)]
+    urls = [part["image_url"]["url"] for b in bodies for part in b["messages"][0]["content"][1:]]
+    assert len(set(urls)) == 3 and all(u.startswith("data:image/png;base64,") for u in urls)
+    assert bodies[0]["media_io_kwargs"] == {"video": {"num_frames": 32}}

@@ -1,0 +1,248 @@
+"""The systems a comparison drives: how each starts, where its requests go, which processes it has.
+
+- `engine`: the in-process baseline (`benchmarks.inprocess`): media, the same
+  embedding cache and the engine in the driver's own process, no serving.
+- `agg`, `disagg`: `vidgraph serve graphs.agg|graphs.disagg` on the configs in
+  `configs/`, over HTTP; `disagg+EncodeWorker.workers=4` adds that override
+  (`+` before each), for variants of a graph side by side.
+- `vllm`: vLLM (CPU) on the same tiny checkpoint, from `benchmarks/.venv-vllm`
+  (`bash benchmarks/vllm/install.sh`), with its threads bound to the same cores.
+
+Every process a system starts inherits the driver's CPU affinity, so pinning the
+driver (what `taskset` does) gives each system the same cores. A system that
+cannot start is skipped with its reason, never silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from benchmarks.loadgen.client import send
+from benchmarks.loadgen.runner import RunConfig, Sender, wait_ready
+from benchmarks.loadgen.workload import PreparedRequest
+from benchmarks.provenance import format_cpus
+from benchmarks.soak import graph_processes
+from graphs.serve import ROOT, free_port, serve_graph
+
+GRAPHS = {"agg": ("graphs.agg", "agg.yaml"), "disagg": ("graphs.disagg", "disagg.yaml")}
+VLLM_VENV = ROOT / "benchmarks" / ".venv-vllm"
+STARTUP_S = 600.0
+STAGE = re.compile(
+    r'^vidgraph_worker_stat\{component="(\w+)",instance="[^"]+",'
+    r'stat="(requests|request_seconds)_(\w+)"\} (\S+)$',
+    re.M,
+)
+
+
+class Unavailable(Exception):
+    """A system that cannot run here; the message says why."""
+
+
+@dataclass
+class System:
+    """A started system: how to send it a request and how to find its processes."""
+
+    name: str
+    sender: Sender
+    processes: Callable[[], dict[str, int]]
+    metrics_url: str | None = None
+    notes: dict = field(default_factory=dict)
+
+
+def stage_totals(metrics: str) -> dict[str, dict[str, float]]:
+    """Calls and seconds of each component endpoint, summed over its instances."""
+    totals: dict[str, dict[str, float]] = {}
+    for component, kind, endpoint, value in STAGE.findall(metrics):
+        if endpoint.startswith("_"):
+            continue
+        stage = totals.setdefault(f"{component}.{endpoint}", {"calls": 0.0, "seconds": 0.0})
+        stage["calls" if kind == "requests" else "seconds"] += float(value)
+    return totals
+
+
+def stage_means(before: dict, after: dict) -> dict[str, dict[str, float]]:
+    """Mean milliseconds per call of each stage between two `stage_totals` snapshots."""
+    means = {}
+    for stage, end in sorted(after.items()):
+        start = before.get(stage, {"calls": 0.0, "seconds": 0.0})
+        calls = end["calls"] - start["calls"]
+        if calls > 0:
+            seconds = end["seconds"] - start["seconds"]
+            means[stage] = {"calls": calls, "mean_ms": 1e3 * seconds / calls}
+    return means
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children first, then theirs)."""
+    found, queue = [], [pid]
+    while queue:
+        parent = queue.pop(0)
+        try:
+            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        except FileNotFoundError:
+            continue
+        found += map(int, children)
+        queue += map(int, children)
+    return found
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return "gone"
+
+
+def peak_rss_reset(pids: list[int]) -> None:
+    """Restart each process's peak-RSS counter (VmHWM), so the next read covers one load point."""
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except (FileNotFoundError, PermissionError, ProcessLookupError):
+            pass
+
+
+def peak_rss_mib(processes: dict[str, int]) -> dict[str, float]:
+    """Peak resident memory (VmHWM) of each process since its last reset, in MiB."""
+    peaks = {}
+    for name, pid in processes.items():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks[name] = int(line.split()[1]) / 1024
+    return peaks
+
+
+def cpus_allowed(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def http_system(name: str, client: httpx.AsyncClient, base_url: str, **kw) -> System:
+    chat_url = f"{base_url}/v1/chat/completions"
+
+    async def sender(request: PreparedRequest):
+        return await send(client, chat_url, request)
+
+    return System(name, sender, **kw)
+
+
+async def start_engine(stack: AsyncExitStack, model: str) -> System:
+    from benchmarks.inprocess import InProcess
+
+    baseline = await InProcess.load(model)
+    stack.push_async_callback(baseline.close)
+    pid = os.getpid()
+    return System("engine", baseline.send, lambda: {"engine+client": pid})
+
+
+async def start_graph(
+    stack: AsyncExitStack, name: str, client: httpx.AsyncClient, logs: Path, model: str
+) -> System:
+    base, *overrides = name.split("+")
+    graph, config = GRAPHS[base]
+    running = await asyncio.to_thread(
+        stack.enter_context,
+        serve_graph(
+            graph,
+            ROOT / "configs" / config,
+            *(f"--{override}" for override in overrides),
+            log_path=logs / f".{name}.log",
+        ),
+    )
+    system = http_system(
+        name,
+        client,
+        running.base_url,
+        processes=lambda: graph_processes(running),
+        metrics_url=f"{running.base_url}/metrics",
+    )
+    await wait_ready(client, RunConfig(f"{running.base_url}/v1", model, 1), STARTUP_S)
+    return system
+
+
+async def start_vllm(
+    stack: AsyncExitStack, client: httpx.AsyncClient, logs: Path, model: str, cpus: set[int]
+) -> System:
+    if not (VLLM_VENV / "bin" / "python").exists():
+        raise Unavailable("no benchmarks/.venv-vllm: run `bash benchmarks/vllm/install.sh`")
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vllm-")))
+    vidgraph = ROOT / ".venv" / "bin" / "vidgraph"
+    await asyncio.to_thread(
+        subprocess.run, [str(vidgraph), "make-tiny-model", str(work / "tiny")], check=True
+    )
+    port = free_port()
+    # By default vLLM binds its threads to all cores but one, which it keeps for its
+    # API server: bound to our whole core set instead, it gets what the others get.
+    env = {
+        **os.environ,
+        "VLLM_CPU_OMP_THREADS_BIND": format_cpus(cpus),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    log = (logs / ".vllm.log").open("wb")
+    stack.callback(log.close)
+    server = subprocess.Popen(
+        ["bash", str(ROOT / "benchmarks" / "vllm" / "serve.sh"), str(work / "tiny"), str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    stack.callback(stop_tree, server)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_ready(client, RunConfig(f"{base_url}/v1", model, 1), STARTUP_S)
+    except TimeoutError as error:
+        raise Unavailable(f"vLLM did not answer (log: {logs / '.vllm.log'}): {error}") from None
+    return http_system(
+        "vllm",
+        client,
+        base_url,
+        processes=lambda: {
+            f"{process_name(pid)}[{pid}]": pid for pid in [server.pid, *descendants(server.pid)]
+        },
+    )
+
+
+def stop_tree(process: subprocess.Popen) -> None:
+    """SIGTERM the process group a system runs in, SIGKILL it if it lingers."""
+    try:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=60)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
+
+
+async def start(
+    name: str,
+    stack: AsyncExitStack,
+    client: httpx.AsyncClient,
+    logs: Path,
+    model: str,
+    cpus: set[int],
+) -> System:
+    if name == "engine":
+        return await start_engine(stack, model)
+    if name.split("+")[0] in GRAPHS:
+        return await start_graph(stack, name, client, logs, model)
+    if name == "vllm":
+        return await start_vllm(stack, client, logs, model, cpus)
+    raise Unavailable(f"unknown system {name!r} (known: engine, {', '.join(GRAPHS)}, vllm)")
