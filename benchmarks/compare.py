@@ -130,7 +130,6 @@ async def compare(args: argparse.Namespace, spec: WorkloadSpec, points: list[Loa
         slo=Slo(ttft_ms=args.slo_ttft_ms, tpot_ms=args.slo_tpot_ms),
         seed=args.seed,
     )
-    cpus = os.sched_getaffinity(0)
     logs = args.out.parent if args.out else RESULTS  # servers' logs: .NAME.log (git-ignored)
     logs.mkdir(parents=True, exist_ok=True)
     workload = Workload(spec)
@@ -146,7 +145,7 @@ async def compare(args: argparse.Namespace, spec: WorkloadSpec, points: list[Loa
         skipped: dict[str, str] = {}
         for name in args.systems.split(","):
             try:
-                systems.append(await start(name, stack, client, logs, args.model, cpus))
+                systems.append(await start(name, stack, client, logs, args.model))
             except (Unavailable, RuntimeError, TimeoutError) as error:
                 print(f"{name} skipped: {error}", file=sys.stderr)
                 skipped[name] = str(error)
