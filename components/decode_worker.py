@@ -66,7 +66,9 @@ class DecodeWorker(Component):
     async def start(self) -> None:
         from engine import AsyncEngine
 
-        self.engine = AsyncEngine(await load_engine(self.config, self.config.max_num_seqs))
+        self.engine = AsyncEngine(
+            await load_engine(self.config, self.config.max_num_seqs, part="language")
+        )
         self.transport = open_transport(self.config)
         self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
         self.prefills = self.client("PrefillWorker") if self.config.remote_prefill else None
@@ -176,6 +178,7 @@ class DecodeWorker(Component):
         return {
             **self.counts,
             "running_sequences": self.engine.num_running,
+            **self.engine.engine.stats(),
             "embedding_bytes_read": self.embeddings.bytes_read,
             **transport_stats(self.transport),
             **device_stats(self.config),

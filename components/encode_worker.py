@@ -78,7 +78,7 @@ class EncodeWorker(Component):
 
     async def start(self) -> None:
 
-        self.engine = await load_engine(self.config, max_num_seqs=0)
+        self.engine = await load_engine(self.config, max_num_seqs=0, part="vision")
         self.fetcher = MediaFetcher(self.config)
         self.uploads = MediaFetcher(
             self.config.model_copy(update={"allowed_local_media_path": self.config.upload_dir})

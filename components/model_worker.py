@@ -5,6 +5,14 @@ of one intra-op thread per core makes them fight over every core at once
 (decode steps were ~8x slower with two workers at two threads each than at one
 thread each). `cpu-threads` bounds each worker; it does nothing on CUDA.
 
+Each worker loads only the weights it runs (the encode worker the vision tower and
+projector, prefill and decode workers the language model) and sizes its paged KV
+cache from memory: `kv-cache-memory` bytes, or on CUDA `gpu-memory-utilization`
+of the device (see `engine/sizing.py`). `max-num-batched-tokens` bounds the tokens
+one step computes, so a long prompt is prefilled in chunks between decode steps.
+Prefix caching (reusing the KV of a prompt's already computed blocks, e.g. for a
+second question about the same video) is on unless `enable-prefix-caching: false`.
+
 Across hosts, a peer pulls tensors from the address in the transfer metadata.
 NIXL/UCX picks its own interfaces (`UCX_NET_DEVICES`); the tcp fallback
 listens on `transport-host`, by default the address the worker advertises in
@@ -33,6 +41,11 @@ class ModelWorkerConfig(ComponentConfig):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     cpu_threads: int = Field(default=1, ge=1)
     max_model_len: int = Field(default=4096, ge=16)
+    max_num_batched_tokens: int = Field(default=512, ge=1)
+    block_size: int = Field(default=16, ge=1)
+    kv_cache_memory: int | None = Field(default=None, ge=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    enable_prefix_caching: bool = True
     transport: Literal["auto", "nixl", "tcp"] = "auto"
     transport_host: str | None = None
 
@@ -45,20 +58,23 @@ def open_transport(config: ModelWorkerConfig) -> Connector:
     return Connector.get(config.transport, host=host)
 
 
-async def load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
-    """Loads the configured checkpoint (`max_num_seqs=0`: no KV cache).
+async def load_engine(config: ModelWorkerConfig, max_num_seqs: int, part: str) -> Engine:
+    """Loads the configured checkpoint's `part` ("vision" or "language") for this worker.
+
+    `max_num_seqs=0`: a prefill worker, whose KV cache holds one prompt at a time.
 
     Importing torch, building the tiny model on first use and loading weights
     take seconds; they run in a thread so the event loop keeps the etcd lease
     alive meanwhile.
     """
-    return await asyncio.to_thread(_load_engine, config, max_num_seqs)
+    return await asyncio.to_thread(_load_engine, config, max_num_seqs, part)
 
 
-def _load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
+def _load_engine(config: ModelWorkerConfig, max_num_seqs: int, part: str) -> Engine:
     import torch
 
     from engine import Engine, resolve_model
+    from engine.models import Part
 
     if config.device == "cpu":
         torch.set_num_threads(config.cpu_threads)
@@ -68,6 +84,12 @@ def _load_engine(config: ModelWorkerConfig, max_num_seqs: int) -> Engine:
         config.dtype,
         max_num_seqs=max_num_seqs,
         max_model_len=config.max_model_len,
+        max_num_batched_tokens=config.max_num_batched_tokens,
+        block_size=config.block_size,
+        kv_cache_memory=config.kv_cache_memory,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        enable_prefix_caching=config.enable_prefix_caching,
+        parts=frozenset({Part(part)}),
     )
 
 

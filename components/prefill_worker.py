@@ -41,7 +41,7 @@ class PrefillWorker(Component):
         from engine import AsyncEngine
 
         # Prefill only: the KV leaves with each reply, so no KV cache is kept here.
-        self.engine = AsyncEngine(await load_engine(self.config, max_num_seqs=0))
+        self.engine = AsyncEngine(await load_engine(self.config, max_num_seqs=0, part="language"))
         self.transport = open_transport(self.config)
         self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
         self.prefills = 0
@@ -80,6 +80,7 @@ class PrefillWorker(Component):
         return {
             "prefills": self.prefills,
             "kv_bytes_exposed": self.kv_bytes_exposed,
+            **self.engine.engine.stats(),
             "embedding_bytes_read": self.embeddings.bytes_read,
             **transport_stats(self.transport),
             **device_stats(self.config),

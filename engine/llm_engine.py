@@ -93,6 +93,12 @@ class Engine:
         """One video or image (frames [N, H, W, 3]) -> all the family needs of it in a prompt."""
         return self.model.encode(frames, modality, timestamps)
 
+    def encode(
+        self, frames: np.ndarray, modality: str = "video", timestamps: list[float] | None = None
+    ) -> MediaEmbedding:
+        """One video or image (frames [N, H, W, 3]) -> all the family needs of it in a prompt."""
+        return self.model.encode(frames, modality, timestamps)
+
     def add_request(
         self,
         request_id: str,

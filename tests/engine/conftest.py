@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_variants import VARIANTS
 from transformers import LlavaNextVideoForConditionalGeneration
 
 from engine import Engine, SamplingParams, StepOutput, build_tiny_model
@@ -21,8 +22,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(tiny_model_dir: Path) -> Engine:
-    return Engine.load(tiny_model_dir, device="cpu", dtype="float32", max_num_seqs=8)
+def engine(tiny_model_dir: Path, request: pytest.FixtureRequest) -> Engine:
+    settings = VARIANTS[getattr(request, "param", "default")]
+    return Engine.load(tiny_model_dir, device="cpu", dtype="float32", max_num_seqs=8, **settings)
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from engine_variants import VARIANTS
+
 from engine import SamplingParams, StepOutput
 
 QUESTIONS = [
@@ -16,6 +19,7 @@ QUESTIONS = [
 ]
 
 
+@pytest.mark.parametrize("engine", VARIANTS, indirect=True)
 def test_eight_sequences_joining_at_different_steps_match_running_alone(
     engine, videos, prompt, generate
 ):
@@ -32,6 +36,7 @@ def test_eight_sequences_joining_at_different_steps_match_running_alone(
         for rid, ids, clips, sampling in requests
     }
 
+    preemptions = engine.scheduler.num_preemptions
     batched: dict[str, list[int]] = {rid: [] for rid, *_ in requests}
     largest_batch = 0
     step = 0
@@ -45,7 +50,10 @@ def test_eight_sequences_joining_at_different_steps_match_running_alone(
         step += 1
 
     assert batched == alone
-    assert largest_batch >= 5  # they really ran together
+    if engine.block_manager.num_blocks == 80:  # the small KV: they must have preempted
+        assert engine.scheduler.num_preemptions > preemptions and largest_batch >= 2
+    else:
+        assert largest_batch >= 5  # they really ran together
 
 
 def test_requests_beyond_max_num_seqs_wait_for_a_free_slot(engine, prompt):
@@ -70,10 +78,13 @@ def test_abort_frees_the_slot_and_the_others_carry_on(engine, prompt, generate):
         engine.add_request(f"a{i}", prompt_ids, None, sampling)
     tokens = [out.token_id for out in engine.step() if out.request_id == "a2"]
 
-    engine.abort("a0")  # a0 sits in slot 0: a2 moves into it
+    held = len(engine.block_manager.used_block_ids)
 
-    assert "a0" not in engine.kv_cache.request_ids
+    engine.abort("a0")
+
+    assert "a0" not in [seq.request_id for seq in engine.scheduler.running]
+    assert len(engine.block_manager.used_block_ids) < held
     while engine.has_unfinished():
         tokens += [out.token_id for out in engine.step() if out.request_id == "a2"]
     assert tokens == expected
-    assert engine.kv_cache.request_ids == []
+    assert engine.block_manager.used_block_ids == set()

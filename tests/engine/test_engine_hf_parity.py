@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from engine_variants import VARIANTS
 from transformers import LlavaNextVideoForConditionalGeneration, LlavaNextVideoProcessor
 
 PROMPTS = {
@@ -27,6 +28,7 @@ def hf_greedy(
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
+@pytest.mark.parametrize("engine", VARIANTS, indirect=True)
 @pytest.mark.parametrize("case", PROMPTS)
 def test_greedy_tokens_equal_hf_generate(case, engine, hf_model, videos, prompt, generate):
     text, num_videos = PROMPTS[case]

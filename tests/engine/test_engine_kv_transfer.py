@@ -65,14 +65,14 @@ def test_imported_kv_of_another_shape_is_refused(decode_engine):
     assert not decode_engine.has_unfinished()
 
 
-def test_a_prefill_only_engine_holds_no_kv_cache(tiny_model_dir, engine, prompt):
-    prefill_only = Engine.load(tiny_model_dir, max_num_seqs=0)
+def test_a_prefill_only_engine_holds_kv_for_one_prompt_only(tiny_model_dir, engine, prompt):
+    prefill_only = Engine.load(tiny_model_dir, max_num_seqs=0, max_model_len=512)
     ids = prompt("USER: Why? ASSISTANT:")
     sampling = SamplingParams(temperature=0)
 
     first, kv = prefill_only.prefill_export("p", ids, None, sampling)
 
-    assert prefill_only.kv_cache.data.numel() == 0
+    assert prefill_only.block_manager.num_blocks * 16 == 512
     reference, _ = engine.prefill_export("p", ids, None, sampling)
     assert (first.token_id, kv.num_tokens) == (reference.token_id, len(ids))
     with pytest.raises(ValueError, match="max_num_seqs=0"):

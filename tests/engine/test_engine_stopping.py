@@ -16,7 +16,8 @@ def checker(engine) -> StopChecker:
 
 def seq(prompt_len: int = 5, outputs: list[int] | None = None, **sampling) -> Sequence:
     params = SamplingParams(**{"max_tokens": 100, **sampling})
-    return Sequence("s", [0] * prompt_len, prompt_len, params, output_token_ids=outputs or [])
+    tokens = [0] * prompt_len + (outputs or [])
+    return Sequence("s", tokens, params, num_prompt_tokens=prompt_len)
 
 
 def test_eos_stops_unless_ignored(engine, checker):
