@@ -1,12 +1,21 @@
-"""Turns scheduled sequences into forward passes: one prompt at a time, the whole batch's decode."""
+"""Turns a scheduled step into one forward pass: prefill chunks and decodes, flat, together.
+
+Each scheduled sequence contributes the tokens [num_computed, num_computed +
+num_scheduled) of its `token_ids`. Prompt tokens come from the family's
+`PromptInputs` (media spliced in, family positions), computed once per prompt and
+sliced chunk by chunk; tokens after the prompt (a decode, or generated tokens
+recomputed after a preemption) are plain text embeddings at position
+`index + rope_delta`. The logits come back only for the sequences whose tokens
+reach their end this step: those are the ones that sample.
+"""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from engine.kv_cache import KVCache, SequenceKV
-from engine.models import ModelFamily
+from engine.attention import PagedAttention, SeqSlice
+from engine.kv_cache import KVCache
+from engine.models import ModelFamily, Prompt, PromptInputs
 from engine.sequence import Sequence
 
 
@@ -16,71 +25,65 @@ class ModelRunner:
         self.kv_cache = kv_cache
 
     @torch.inference_mode()
-    def prefill(self, seq: Sequence) -> tuple[torch.Tensor, SequenceKV]:
-        """The prompt's last-token logits [vocab] and its KV, which the caller places."""
-        media = seq.video_embeddings
-        prompt = self.model.expand_prompt(seq.prompt_token_ids, media)
-        inputs = self.model.embed_prompt(prompt, media)
-        seq.rope_delta = inputs.rope_delta
-        spec = self.model.kv_spec
-        kv = inputs.embeds.new_empty(
-            spec.num_layers, 2, spec.num_kv_heads, inputs.num_tokens, spec.head_dim
+    def run(self, seqs: list[Sequence]) -> tuple[torch.Tensor, list[Sequence]]:
+        """Logits [S, vocab] for the S sequences that sample this step, and those sequences."""
+        pieces: list[PromptInputs] = []
+        slices: list[SeqSlice] = []
+        start = 0
+        for seq in seqs:
+            if seq.kv_to_import:
+                assert seq.imported_kv is not None
+                self.kv_cache.load(seq.block_table, seq.imported_kv)
+                seq.kv_to_import = False
+            pieces += self._inputs(seq)
+            end = seq.num_computed_tokens + seq.num_scheduled_tokens
+            slices.append(SeqSlice(start, seq.num_scheduled_tokens, end, seq.block_table))
+            start += seq.num_scheduled_tokens
+        batch = _concat(pieces)
+        attention = PagedAttention(self.kv_cache, slices)
+        hidden = self.model.forward(batch.embeds, batch.positions, attention, batch.extras)
+        sampling = [seq for seq in seqs if seq.samples_this_step]
+        rows = [
+            s.query_start + s.query_len - 1
+            for s, q in zip(slices, seqs, strict=True)
+            if q.samples_this_step
+        ]
+        return self.model.compute_logits(hidden[rows]), sampling
+
+    def _inputs(self, seq: Sequence) -> list[PromptInputs]:
+        start = seq.num_computed_tokens
+        end = start + seq.num_scheduled_tokens
+        prompt_end = seq.num_prompt_tokens
+        pieces: list[PromptInputs] = []
+        if start < prompt_end:
+            if seq.prompt_inputs is None:
+                prompt = Prompt(seq.token_ids[:prompt_end], seq.media_spans)
+                seq.prompt_inputs = self.model.embed_prompt(prompt, seq.media)
+                seq.rope_delta = seq.prompt_inputs.rope_delta
+            pieces.append(seq.prompt_inputs.slice(start, min(end, prompt_end)))
+        first = max(start, prompt_end)
+        if first < end:
+            device = self.model.device
+            ids = torch.tensor(seq.token_ids[first:end], device=device)
+            positions = torch.arange(first, end, device=device) + seq.rope_delta
+            positions = positions.expand(self.model.position_dims, -1)
+            pieces.append(PromptInputs(self.model.embed_tokens(ids), positions))
+        return pieces
+
+
+def _concat(pieces: list[PromptInputs]) -> PromptInputs:
+    """One flat batch; an extra missing from a piece is zeros there (see `PromptInputs`)."""
+    extras: dict[str, torch.Tensor] = {}
+    for name in {name for piece in pieces for name in piece.extras}:
+        like = next(piece.extras[name] for piece in pieces if name in piece.extras)
+        extras[name] = torch.cat(
+            [
+                piece.extras.get(name, like.new_zeros(piece.num_tokens, *like.shape[1:]))
+                for piece in pieces
+            ]
         )
-
-        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
-            kv[layer, 0], kv[layer, 1] = k.transpose(0, 1), v.transpose(0, 1)
-            out = _sdpa(q.transpose(0, 1)[None], kv[layer, 0][None], kv[layer, 1][None], scale)
-            return out[0].transpose(0, 1)
-
-        hidden = self.model.forward(inputs.embeds, inputs.positions, attend, inputs.extras)
-        return self.model.compute_logits(hidden[-1:])[0], SequenceKV(kv, inputs.rope_delta)
-
-    @torch.inference_mode()
-    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        """Logits [len(seqs), vocab] for the next token of every running sequence, in one pass.
-
-        The pass runs in cache-slot order and must cover every slot, since the
-        cache's slots in use are exactly the running batch. Rows have different
-        lengths: each attends to its own tokens only, through a mask over the span
-        of the longest row.
-        """
-        by_id = {seq.request_id: seq for seq in seqs}
-        slot_order = self.kv_cache.request_ids
-        if set(slot_order) != by_id.keys():
-            raise RuntimeError("decode batch and KV cache slots disagree; this is an engine bug")
-        device = self.model.device
-        token_ids = torch.tensor(
-            [by_id[request_id].last_token_id for request_id in slot_order], device=device
-        )
-        cache = self.kv_cache
-        positions = torch.tensor(cache.lengths, device=device)
-        deltas = torch.tensor([by_id[request_id].rope_delta for request_id in slot_order])
-        rope_positions = (positions + deltas.to(device))[None].expand(self.model.position_dims, -1)
-        span = max(cache.lengths) + 1
-        visible = torch.arange(span, device=device)[None, :] <= positions[:, None]
-        mask = visible[:, None, None, :]
-
-        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float):
-            cache.write(layer, positions, k, v)
-            keys, values = cache.view(layer, span)
-            return _sdpa(q[:, :, None], keys, values, scale, mask)[:, :, 0]
-
-        embeds = self.model.embed_tokens(token_ids)
-        hidden = self.model.forward(embeds, rope_positions, attend, {})
-        cache.advance()
-        logits = self.model.compute_logits(hidden)
-        slot_of = {request_id: slot for slot, request_id in enumerate(slot_order)}
-        return logits[[slot_of[seq.request_id] for seq in seqs]]
-
-
-def _sdpa(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    scale: float,
-    mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Causal when no mask is given (a prompt attending to itself)."""
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, is_causal=mask is None, scale=scale, enable_gqa=True
+    return PromptInputs(
+        torch.cat([piece.embeds for piece in pieces]),
+        torch.cat([piece.positions for piece in pieces], dim=1),
+        extras=extras,
     )
