@@ -227,6 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.cpus:
         os.sched_setaffinity(0, parse_cpus(args.cpus))  # inherited by all that starts below
+    # Graph processes import this checkout, the one the provenance names, not whichever
+    # the venv's editable install points at (it moves when someone lands or installs).
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.getenv("PYTHONPATH")]))
     scenario = SCENARIOS[args.scenario]
     spec = WorkloadSpec(**{**scenario.mix, "max_tokens": args.max_tokens, "seed": args.seed})
     points = scenario.points(args.concurrency, args.rate)
