@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.loadgen.plots import x_value
+from benchmarks.loadgen.plots import draw, x_value
 
 HEADLINE = (
     ("TTFT p50 ms", "ttft_p50_ms", 1),
@@ -138,40 +138,14 @@ def markdown(result: dict, json_name: str) -> str:
 
 def plot(result: dict, metric: str, ylabel: str, path: Path) -> bool:
     """Median per load point, one line per system, bars from min to max over repeats."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"skipped {path.name}: pip install '.[bench]' for matplotlib", file=sys.stderr)
-        return False
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for system in dict.fromkeys(row["system"] for row in result["aggregate"]):
-        rows = sorted(
-            (x_value(row), row[metric])
-            for row in result["aggregate"]
-            if row["system"] == system and row[metric]["median"] is not None
-        )
-        xs = [x for x, _ in rows]
-        medians = [v["median"] for _, v in rows]
-        low = [v["median"] - v["min"] for _, v in rows]
-        high = [v["max"] - v["median"] for _, v in rows]
-        axes.errorbar(xs, medians, yerr=[low, high], marker="o", capsize=3, label=system)
+    lines: dict[str, list] = {}
+    for row in result["aggregate"]:
+        value = row[metric]
+        if value["median"] is not None:
+            point = (x_value(row), value["median"], value["min"], value["max"])
+            lines.setdefault(row["system"], []).append(point)
     rated = all(row["rate"] is not None for row in result["aggregate"])
-    axes.set_xlabel("request rate (req/s)" if rated else "concurrency")
-    if not rated:
-        axes.set_xscale("log", base=2)
-    ticks = sorted({x_value(row) for row in result["aggregate"]})
-    axes.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    axes.minorticks_off()
-    axes.set_ylabel(ylabel)
-    axes.grid(True, alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return True
+    return draw(lines, ylabel, rated, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
