@@ -120,7 +120,10 @@ def interference(new: bool, budget: int) -> dict:
         steps += 1
     gaps.sort()
     p50, p99 = gaps[len(gaps) // 2], gaps[int(len(gaps) * 0.99)]
-    long_tokens = len(engine.model.expand_prompt(ids, [_media(long_video)]).token_ids)
+    if new:
+        long_tokens = len(engine.model.expand_prompt(ids, [_media(long_video)]).token_ids)
+    else:
+        long_tokens = engine.model.num_prompt_tokens(ids, [long_video])
     return {
         "long_prompt_tokens": long_tokens,
         "itl_p50_ms": 1e3 * p50,
@@ -226,7 +229,10 @@ def run_child(case: str, engine: str, old_dir: Path, concurrency: int = 0) -> di
         "--concurrency",
         str(concurrency),
     ]
-    out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    # `python -m` puts the working directory first on sys.path: the old engine's children
+    # run from its directory, so `engine` is the old one there.
+    cwd = ROOT if engine == "new" else old_dir
+    out = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -45,12 +45,10 @@ class PagedAttention:
         device = cache.data.device
         self.cache = cache
         size = cache.block_size
-        self.slots = torch.cat(
-            [
-                slot_mapping(s.block_table, s.context_len - s.query_len, s.context_len, size)
-                for s in seqs
-            ]
-        ).to(device)
+        slots: list[int] = []
+        for s in seqs:
+            slots += slot_mapping(s.block_table, s.context_len - s.query_len, s.context_len, size)
+        self.slots = torch.tensor(slots, device=device)
         self.prefills = [s for s in seqs if s.query_len > 1]
         decodes = [s for s in seqs if s.query_len == 1]
         self.decode_rows = torch.tensor([s.query_start for s in decodes], device=device)

@@ -86,14 +86,12 @@ class KVCache:
 
     def load(self, block_table: list[int], kv: SequenceKV) -> None:
         """Writes an imported KV into the sequence's blocks (which cover at least its tokens)."""
-        slots = slot_mapping(block_table, 0, kv.num_tokens, self.block_size)
+        slots = torch.tensor(slot_mapping(block_table, 0, kv.num_tokens, self.block_size))
         tokens = kv.data.to(self.data.device, self.data.dtype).permute(0, 1, 3, 2, 4)
         flat = self.data.view(self.data.shape[0], 2, -1, *self.data.shape[-2:])
         flat[:, :, slots.to(self.data.device)] = tokens
 
 
-def slot_mapping(block_table: list[int], start: int, end: int, block_size: int) -> torch.Tensor:
+def slot_mapping(block_table: list[int], start: int, end: int, block_size: int) -> list[int]:
     """The cache slot (block * block_size + offset) of each token in [start, end)."""
-    positions = torch.arange(start, end)
-    blocks = torch.tensor(block_table, dtype=torch.long)[positions // block_size]
-    return blocks * block_size + positions % block_size
+    return [block_table[p // block_size] * block_size + p % block_size for p in range(start, end)]

@@ -26,29 +26,53 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, seqs: list[Sequence]) -> tuple[torch.Tensor, list[Sequence]]:
-        """Logits [S, vocab] for the S sequences that sample this step, and those sequences."""
-        pieces: list[PromptInputs] = []
-        slices: list[SeqSlice] = []
-        start = 0
+        """Logits [S, vocab] for the S sequences that sample this step, and those sequences.
+
+        Sequences past their prompt (decodes, mostly) go first, embedded in one call;
+        then each prompt chunk. Per-token Python work is what a tiny model's decode
+        step costs, so it is done once per batch, not per sequence.
+        """
         for seq in seqs:
             if seq.kv_to_import:
                 assert seq.imported_kv is not None
                 self.kv_cache.load(seq.block_table, seq.imported_kv)
                 seq.kv_to_import = False
+        text = [seq for seq in seqs if seq.num_computed_tokens >= seq.num_prompt_tokens]
+        prompts = [seq for seq in seqs if seq.num_computed_tokens < seq.num_prompt_tokens]
+        pieces = [self._text_inputs(text)] if text else []
+        for seq in prompts:
             pieces += self._inputs(seq)
+        ordered = text + prompts
+        slices: list[SeqSlice] = []
+        start = 0
+        for seq in ordered:
             end = seq.num_computed_tokens + seq.num_scheduled_tokens
             slices.append(SeqSlice(start, seq.num_scheduled_tokens, end, seq.block_table))
             start += seq.num_scheduled_tokens
         batch = _concat(pieces)
         attention = PagedAttention(self.kv_cache, slices)
         hidden = self.model.forward(batch.embeds, batch.positions, attention, batch.extras)
-        sampling = [seq for seq in seqs if seq.samples_this_step]
+        sampling = [seq for seq in ordered if seq.samples_this_step]
         rows = [
             s.query_start + s.query_len - 1
-            for s, q in zip(slices, seqs, strict=True)
-            if q.samples_this_step
+            for s, seq in zip(slices, ordered, strict=True)
+            if seq.samples_this_step
         ]
         return self.model.compute_logits(hidden[rows]), sampling
+
+    def _text_inputs(self, seqs: list[Sequence]) -> PromptInputs:
+        """Tokens after the prompt of every such sequence: text embeddings, 1-D positions."""
+        ids: list[int] = []
+        positions: list[int] = []
+        for seq in seqs:
+            start = seq.num_computed_tokens
+            end = start + seq.num_scheduled_tokens
+            ids += seq.token_ids[start:end]
+            positions += range(start + seq.rope_delta, end + seq.rope_delta)
+        device = self.model.device
+        embeds = self.model.embed_tokens(torch.tensor(ids, device=device))
+        rope = torch.tensor(positions, device=device).expand(self.model.position_dims, -1)
+        return PromptInputs(embeds, rope)
 
     def _inputs(self, seq: Sequence) -> list[PromptInputs]:
         start = seq.num_computed_tokens
