@@ -44,6 +44,14 @@ class ComponentConfig(BaseModel):
 
     router: RouterName = "round-robin"
 
+    def interpreter(self) -> str | None:
+        """The Python that must run this component's workers, if not the supervisor's own.
+
+        A component whose engine lives in another venv (vLLM pins its own torch)
+        names that venv's interpreter here; `ServiceArgs.python` overrides it.
+        """
+        return None
+
 
 class ServiceArgs(BaseModel):
     """How the supervisor runs a component."""
@@ -54,6 +62,8 @@ class ServiceArgs(BaseModel):
     # GPUs to spread this component's workers over, one each, round-robin
     # (worker i sees only devices[i % len(devices)] as CUDA_VISIBLE_DEVICES).
     devices: list[int] | None = Field(default=None, min_length=1)
+    # The interpreter that runs the workers (default: what the component's config asks for).
+    python: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,11 @@ class ServiceSettings:
     config: ComponentConfig
     workers: int
     devices: tuple[int, ...] | None = None
+    python: str | None = None
+
+    def interpreter(self) -> str | None:
+        """`ServiceArgs.python`, else the component's own choice; None: the supervisor's."""
+        return self.python or self.config.interpreter()
 
     def device_of(self, index: int) -> int | None:
         """The GPU worker `index` is pinned to, if the section names `ServiceArgs.devices`."""
@@ -140,7 +155,7 @@ def load_config(
         args = _validate(ServiceArgs, service_args, name, source, origins, problems, SERVICE_ARGS)
         if config is not None and args is not None:
             devices = tuple(args.devices) if args.devices else None
-            settings[name] = ServiceSettings(config=config, workers=args.workers, devices=devices)
+            settings[name] = ServiceSettings(config, args.workers, devices, args.python)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     return settings

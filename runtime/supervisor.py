@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from runtime.config import ServiceSettings
+from runtime.config import ConfigError, ServiceSettings
 from runtime.distributed import DistributedRuntime
 from runtime.graph import Graph
 from runtime.processes import dies_with_parent
@@ -53,6 +53,20 @@ def worker_env(spec: WorkerSpec) -> dict[str, str]:
     return env
 
 
+def interpreter(component: str, settings: ServiceSettings) -> str:
+    """The Python that runs `component`'s workers; a missing one is a config error, now."""
+    python = settings.interpreter()
+    if python is None:
+        return sys.executable
+    if not os.access(python, os.X_OK):
+        raise ConfigError(
+            f"section {component!r}: its workers run with {python}, which does not exist or is "
+            "not executable (engine: vllm needs `make install-vllm`; ServiceArgs.python picks "
+            "another interpreter)"
+        )
+    return python
+
+
 class Supervisor:
     """Starts, restarts and stops the worker processes of one graph."""
 
@@ -69,10 +83,15 @@ class Supervisor:
         self._settings = settings
         self._etcd_address = etcd_address
         self._namespace = namespace
-        base = [sys.executable, "-m", "runtime.worker", graph_module]
         options = ["--etcd", etcd_address, "--namespace", namespace, *worker_args]
         self._specs = [
-            WorkerSpec(name, index, (*base, name, *options), settings[name].device_of(index))
+            WorkerSpec(
+                name,
+                index,
+                (interpreter(name, settings[name]), "-m", "runtime.worker", graph_module, name)
+                + tuple(options),
+                settings[name].device_of(index),
+            )
             for name in graph.names()
             for index in range(settings[name].workers)
         ]
