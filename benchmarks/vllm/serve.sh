@@ -14,7 +14,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-VENV="${VLLM_VENV:-$HERE/../.venv-vllm}"
+VENV="${VLLM_VENV:-$HERE/../../.venv-vllm}"
 MODEL="${1:?usage: serve.sh MODEL_DIR [PORT] [extra vLLM flags...]}"
 PORT="${2:-8001}"
 shift $(($# < 2 ? $# : 2))
