@@ -14,6 +14,10 @@ The story of a request here:
    which frees its KV cache.
 A request with `report_stages` also gets the encode workers' stage reports
 and `generating` when its sequence joins the batch, as token-less outputs.
+
+With `engine: vllm` the same story runs on vLLM's AsyncLLM: embeddings go in
+as precomputed video embeddings, and a remote prefill hands back vLLM's
+`kv_transfer_params`, with which vLLM's NixlConnector pulls the KV itself.
 """
 
 from __future__ import annotations
@@ -26,13 +30,16 @@ from pydantic import Field
 
 from components.embeddings import EmbeddingSource, check_prompt_fits
 from components.model_worker import (
-    ModelWorkerConfig,
+    EngineWorkerConfig,
     device_stats,
+    engine_stats,
     load_engine,
+    load_vllm_engine,
     open_transport,
     transport_stats,
 )
 from components.stages import reporting
+from protocol.errors import ServiceError
 from protocol.messages import (
     GenerateRequest,
     PrefillRequest,
@@ -44,7 +51,8 @@ from protocol.messages import (
 from runtime import Component, Context, NoInstances, WorkerLost, endpoint
 
 if TYPE_CHECKING:
-    from engine import SamplingParams, StepOutput
+    from engine import AsyncEngine, SamplingParams, StepOutput
+    from engine.vllm_backend import VllmEngine
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +60,7 @@ log = logging.getLogger(__name__)
 # imports this module through graphs/, and the frontend should not pay for them.
 
 
-class DecodeWorkerConfig(ModelWorkerConfig):
+class DecodeWorkerConfig(EngineWorkerConfig):
     max_num_seqs: int = Field(default=32, ge=1)
     remote_prefill: bool = False
     conditional_disagg: bool = True
@@ -66,9 +74,14 @@ class DecodeWorker(Component):
     async def start(self) -> None:
         from engine import AsyncEngine
 
-        self.engine = AsyncEngine(
-            await load_engine(self.config, self.config.max_num_seqs, part="language")
-        )
+        self.engine: AsyncEngine | VllmEngine
+        if self.config.engine == "vllm":
+            kv_role = "consumer" if self.config.remote_prefill else None
+            self.engine = await load_vllm_engine(self.config, self.config.max_num_seqs, kv_role)
+        else:
+            self.engine = AsyncEngine(
+                await load_engine(self.config, self.config.max_num_seqs, part="language")
+            )
         self.transport = open_transport(self.config)
         self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
         self.prefills = self.client("PrefillWorker") if self.config.remote_prefill else None
@@ -77,6 +90,7 @@ class DecodeWorker(Component):
             "remote_prefills": 0,
             "prefill_fallbacks": 0,
             "kv_bytes_read": 0,
+            "vllm_kv_handoffs": 0,
         }
 
     @endpoint
@@ -156,16 +170,20 @@ class DecodeWorker(Component):
                 yield output
             return
         reply = PrefillResponse.model_validate(answer)
+        if (reply.kv is None) != (self.config.engine == "vllm") and reply.finish_reason is None:
+            raise ServiceError(
+                "the prefill and decode workers run different engines; give both `engine: "
+                f"{self.config.engine}`"
+            )
+        if self.config.engine == "vllm":
+            async for output in self.decode_in_vllm(req, sampling, reply, ctx):
+                yield output
+            return
         # Read the KV before answering, even when the first token is the last:
         # reading is what tells the prefill worker it may free the buffer.
         [kv] = await self.transport.read(RdmaMetadata.from_dict(reply.kv))
         self.counts["kv_bytes_read"] += kv.numel() * kv.element_size()
-        yield TokenOutput(
-            token_ids=[reply.first_token],
-            logprobs=[reply.first_logprobs] if sampling.logprobs is not None else None,
-            finish_reason=reply.finish_reason,
-            prompt_tokens=reply.prompt_tokens,
-        )
+        yield first_token_output(reply, sampling)
         if reply.finish_reason is not None:
             return
         steps = self.engine.generate_prefilled(
@@ -174,11 +192,47 @@ class DecodeWorker(Component):
         async for step in steps:
             yield token_output(step, sampling)
 
+    async def decode_in_vllm(
+        self, req: GenerateRequest, sampling: SamplingParams, reply: PrefillResponse, ctx: Context
+    ) -> AsyncIterator[TokenOutput]:
+        """vLLM's NixlConnector pulls the prompt's KV from the prefill worker's vLLM.
+
+        vLLM recomputes the last prompt position to sample the first token, as in
+        vLLM's own disaggregated serving, so every token streamed here is vLLM's.
+        It still needs the videos to lay out the prompt (and hash it for its
+        prefix cache): they come from the encode workers' cache.
+        """
+        if reply.kv_transfer_params is None:
+            # The first token ended the request, so vLLM kept no KV for us.
+            yield first_token_output(reply, sampling)
+            return
+        embeddings = await self.embeddings.fetch(
+            req.request_id, req.media, req.media_io_kwargs, ctx.time_left()
+        )
+        self.counts["vllm_kv_handoffs"] += 1
+        steps = self.engine.generate(
+            ctx.request_id, req.prompt_token_ids, embeddings, sampling, reply.kv_transfer_params
+        )
+        async for step in steps:
+            yield token_output(step, sampling)
+
+    async def run(self) -> None:
+        """vLLM's counters live in its engine process: keep them fresh for `stats()`.
+
+        A dead vLLM engine ends this (raising), which stops the worker, so the
+        supervisor starts a fresh one.
+        """
+        if self.config.engine == "vllm":
+            await self.engine.watch()
+
+    async def stop(self) -> None:
+        await self.engine.close()
+
     def stats(self) -> dict[str, float]:
         return {
             **self.counts,
             "running_sequences": self.engine.num_running,
-            **self.engine.engine.stats(),
+            **engine_stats(self.engine),
             "embedding_bytes_read": self.embeddings.bytes_read,
             **transport_stats(self.transport),
             **device_stats(self.config),
@@ -192,4 +246,13 @@ def token_output(step: StepOutput, sampling: SamplingParams) -> TokenOutput:
         logprobs=[logprobs] if sampling.logprobs is not None else None,
         finish_reason=step.finish_reason,
         prompt_tokens=step.prompt_tokens,
+    )
+
+
+def first_token_output(reply: PrefillResponse, sampling: SamplingParams) -> TokenOutput:
+    return TokenOutput(
+        token_ids=[reply.first_token],
+        logprobs=[reply.first_logprobs] if sampling.logprobs is not None else None,
+        finish_reason=reply.finish_reason,
+        prompt_tokens=reply.prompt_tokens,
     )

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
@@ -31,8 +33,13 @@ from runtime import ComponentConfig
 from runtime.worker import ADVERTISE_ENV, LOOPBACK
 
 if TYPE_CHECKING:
-    from engine import Engine
+    from engine import AsyncEngine, Engine
+    from engine.vllm_backend import KVRole, VllmEngine
     from transport import Connector
+
+# Where `make install-vllm` puts vLLM's venv; VIDGRAPH_VLLM_PYTHON points elsewhere.
+VLLM_PYTHON_ENV = "VIDGRAPH_VLLM_PYTHON"
+VLLM_PYTHON = Path(__file__).resolve().parent.parent / ".venv-vllm" / "bin" / "python"
 
 
 class ModelWorkerConfig(ComponentConfig):
@@ -48,6 +55,23 @@ class ModelWorkerConfig(ComponentConfig):
     enable_prefix_caching: bool = True
     transport: Literal["auto", "nixl", "tcp"] = "auto"
     transport_host: str | None = None
+
+
+class EngineWorkerConfig(ModelWorkerConfig):
+    """Prefill and decode workers: which engine runs the language model.
+
+    `engine: vllm` runs vLLM's AsyncLLM in the worker's process, with the
+    worker started by the vLLM venv's interpreter; `vllm-args` are vLLM engine
+    arguments in their CLI spelling (`tensor-parallel-size: 2`), passed through.
+    """
+
+    engine: Literal["native", "vllm"] = "native"
+    vllm_args: dict[str, Any] = Field(default_factory=dict)
+
+    def interpreter(self) -> str | None:
+        if self.engine != "vllm":
+            return None
+        return os.environ.get(VLLM_PYTHON_ENV) or str(VLLM_PYTHON)
 
 
 def open_transport(config: ModelWorkerConfig) -> Connector:
@@ -91,6 +115,62 @@ def _load_engine(config: ModelWorkerConfig, max_num_seqs: int, part: str) -> Eng
         enable_prefix_caching=config.enable_prefix_caching,
         parts=frozenset({Part(part)}),
     )
+
+
+async def load_vllm_engine(
+    config: EngineWorkerConfig, max_num_seqs: int, kv_role: KVRole | None
+) -> VllmEngine:
+    """Starts vLLM (a minute on a small CPU) in a thread, so the etcd lease stays alive.
+
+    On CPU each worker's vLLM gets `cpu-threads` threads and no core pinning,
+    since several workers share the host's cores. A KV producer's NIXL side
+    channel listens on a free port of the address other hosts reach us at.
+    """
+    from engine import resolve_model
+    from engine.vllm_backend import VllmEngine
+
+    if config.device == "cpu":
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        os.environ.setdefault("OMP_NUM_THREADS", str(config.cpu_threads))
+    if kv_role is not None:
+        os.environ.setdefault(
+            "VLLM_NIXL_SIDE_CHANNEL_HOST", os.environ.get(ADVERTISE_ENV, LOOPBACK)
+        )
+        os.environ.setdefault("VLLM_NIXL_SIDE_CHANNEL_PORT", str(_free_port()))
+    model = await asyncio.to_thread(resolve_model, config.model)
+    engine = await asyncio.to_thread(
+        VllmEngine.start,
+        str(model),
+        config.dtype,
+        config.max_model_len,
+        max_num_seqs,
+        {**vllm_defaults(config), **config.vllm_args},
+        kv_role,
+    )
+    await engine.warm_up()
+    return engine
+
+
+def vllm_defaults(config: ModelWorkerConfig) -> dict[str, Any]:
+    """The worker keys vLLM has too, in vLLM's spelling; `vllm-args` win over them."""
+    defaults: dict[str, Any] = {"enable-prefix-caching": config.enable_prefix_caching}
+    if config.gpu_memory_utilization is not None:
+        defaults["gpu-memory-utilization"] = config.gpu_memory_utilization
+    if config.kv_cache_memory is not None:
+        defaults["kv-cache-memory-bytes"] = config.kv_cache_memory
+    return defaults
+
+
+def engine_stats(engine: AsyncEngine | VllmEngine) -> dict[str, float]:
+    """The engine's own counters: the native engine's KV cache, or vLLM's (`vllm_*`)."""
+    native = getattr(engine, "engine", None)
+    return native.stats() if native is not None else engine.stats()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
 
 
 def transport_stats(transport: Connector) -> dict[str, float]:

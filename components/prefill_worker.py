@@ -6,32 +6,44 @@ placeholders, sample the first token, and expose the sequence's KV cache as a
 NIXL-readable buffer. The reply carries the first token and where to read the
 KV from; the DecodeWorker pulls it into its own cache and the buffer is freed
 on its completion notice, or when the lease runs out if it never comes.
+
+With `engine: vllm`, vLLM runs the prompt as a KV producer: the reply carries
+vLLM's `kv_transfer_params` instead, and vLLM keeps the blocks until the
+decode worker's vLLM has pulled them with its NixlConnector.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from components.embeddings import EmbeddingSource, check_prompt_fits
 from components.model_worker import (
-    ModelWorkerConfig,
+    EngineWorkerConfig,
     device_stats,
+    engine_stats,
     load_engine,
+    load_vllm_engine,
     open_transport,
     transport_stats,
 )
 from protocol.messages import PrefillRequest, PrefillResponse, TokenLogprobs
 from runtime import Component, Context, endpoint
 
+if TYPE_CHECKING:
+    from engine import AsyncEngine, StepOutput
+    from engine.vllm_backend import VllmEngine
+
 # torch, the engine and NIXL are imported in start(): every process of the graph
 # imports this module through graphs/, and the frontend should not pay for them.
 
 
-class PrefillWorkerConfig(ModelWorkerConfig):
+class PrefillWorkerConfig(EngineWorkerConfig):
     kv_lease_s: float = Field(default=60.0, gt=0)
+    # vLLM only: prompts run at once (the native engine runs one prefill per call).
+    max_num_seqs: int = Field(default=32, ge=1)
 
 
 class PrefillWorker(Component):
@@ -40,8 +52,14 @@ class PrefillWorker(Component):
     async def start(self) -> None:
         from engine import AsyncEngine
 
-        # Prefill only: the KV leaves with each reply, so no KV cache is kept here.
-        self.engine = AsyncEngine(await load_engine(self.config, max_num_seqs=0, part="language"))
+        self.engine: AsyncEngine | VllmEngine
+        if self.config.engine == "vllm":
+            self.engine = await load_vllm_engine(self.config, self.config.max_num_seqs, "producer")
+        else:
+            # Prefill only: the KV leaves with each reply, so no KV cache is kept here.
+            self.engine = AsyncEngine(
+                await load_engine(self.config, max_num_seqs=0, part="language")
+            )
         self.transport = open_transport(self.config)
         self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
         self.prefills = 0
@@ -57,31 +75,50 @@ class PrefillWorker(Component):
             req.request_id, req.media, req.media_io_kwargs, ctx.time_left()
         )
         check_prompt_fits(req.prompt_token_ids, embeddings, self.config.max_model_len)
+        sampling = SamplingParams(**req.sampling.model_dump())
+        # `ctx.request_id` is unique per call, unlike the client-given `req.request_id`.
+        if self.config.engine == "vllm":
+            prefilled = await self.engine.prefill(
+                ctx.request_id, req.prompt_token_ids, embeddings, sampling
+            )
+            self.prefills += 1
+            yield prefill_response(prefilled.first, kv_transfer_params=prefilled.kv_transfer_params)
+            return
         first, kv = await self.engine.prefill_export(
-            ctx.request_id,  # unique per call, unlike the client-given `req.request_id`
-            req.prompt_token_ids,
-            embeddings,
-            SamplingParams(**req.sampling.model_dump()),
+            ctx.request_id, req.prompt_token_ids, embeddings, sampling
         )
         readable = await self.transport.create_readable(
             [Descriptor(kv.data)], lease_s=self.config.kv_lease_s
         )
         self.prefills += 1
         self.kv_bytes_exposed += kv.data.numel() * kv.data.element_size()
-        yield PrefillResponse(
-            first_token=first.token_id,
-            first_logprobs=TokenLogprobs(logprob=first.logprob, top=first.top_logprobs),
-            finish_reason=first.finish_reason,
-            prompt_tokens=first.prompt_tokens,
-            kv=readable.metadata.to_dict(),
-        ).model_dump()
+        yield prefill_response(first, kv=readable.metadata.to_dict())
+
+    async def run(self) -> None:
+        """vLLM's counters live in its engine process: keep them fresh (see DecodeWorker.run)."""
+        if self.config.engine == "vllm":
+            await self.engine.watch()
+
+    async def stop(self) -> None:
+        await self.engine.close()
 
     def stats(self) -> dict[str, float]:
         return {
             "prefills": self.prefills,
             "kv_bytes_exposed": self.kv_bytes_exposed,
-            **self.engine.engine.stats(),
+            **engine_stats(self.engine),
             "embedding_bytes_read": self.embeddings.bytes_read,
             **transport_stats(self.transport),
             **device_stats(self.config),
         }
+
+
+def prefill_response(first: StepOutput, **kv: dict[str, Any] | None) -> dict[str, Any]:
+    """The reply: the first token, and `kv` or `kv_transfer_params` to pull the KV with."""
+    return PrefillResponse(
+        first_token=first.token_id,
+        first_logprobs=TokenLogprobs(logprob=first.logprob, top=first.top_logprobs),
+        finish_reason=first.finish_reason,
+        prompt_tokens=first.prompt_tokens,
+        **kv,
+    ).model_dump()

@@ -174,5 +174,7 @@ class PrefillResponse(BaseModel):
     first_logprobs: TokenLogprobs
     finish_reason: FinishReason | None = None
     prompt_tokens: int
-    # NIXL metadata of one tensor in the engine's KV export layout (engine.KV_LAYOUT).
-    kv: dict[str, Any]
+    # The native engine: NIXL metadata of one tensor in its KV export layout (engine.KV_LAYOUT).
+    kv: dict[str, Any] | None = None
+    # `engine: vllm`: what vLLM's NixlConnector on the decode side pulls the KV with.
+    kv_transfer_params: dict[str, Any] | None = None

@@ -1,0 +1,195 @@
+"""`engine: vllm` end to end: the disaggregated graph, vLLM under its prefill and decode workers.
+
+One graph for the whole module (each vLLM worker is three processes that import
+vLLM, a minute of CPU on a small machine): `configs/disagg-vllm.yaml` keeps short
+text prompts on the decode worker's vLLM (conditional disagg) and sends video
+prompts to the prefill worker's vLLM, whose KV the decode worker's vLLM pulls with
+vLLM's NixlConnector. Skipped only where the vLLM venv (`make install-vllm`) is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import openai
+import pytest
+from graph_helpers import (
+    MAX_TOKENS,
+    NUM_FRAMES,
+    Reference,
+    ask,
+    data_url,
+    token_ids,
+    user_message,
+    worker_stat,
+)
+
+from components.model_worker import VLLM_PYTHON, VLLM_PYTHON_ENV
+from engine import Engine, SamplingParams
+from graphs.serve import ROOT, RunningGraph, serve_graph
+
+T = TypeVar("T")
+
+VLLM = Path(os.environ.get(VLLM_PYTHON_ENV) or VLLM_PYTHON)
+# `make install-vllm` stamps the venv once it is complete; a half-made one is absent too.
+INSTALLED = VLLM_PYTHON_ENV in os.environ or (VLLM_PYTHON.parent.parent / ".installed").exists()
+pytestmark = pytest.mark.skipif(not INSTALLED, reason=f"no vLLM venv at {VLLM} (make install-vllm)")
+RESTARTED_S = 600.0  # a replacement vLLM worker imports vLLM in three processes
+
+
+@pytest.fixture(scope="module")
+def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
+    with serve_graph(
+        "graphs.disagg",
+        ROOT / "configs" / "disagg-vllm.yaml",
+        f"--EncodeWorker.allowed-local-media-path={media_dir}",
+        log_path=tmp_path_factory.mktemp("disagg-vllm") / "serve.log",
+        startup_timeout_s=RESTARTED_S,
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def native(model_dir: Path, reference: Reference) -> Callable[[str, list[Path]], list[int]]:
+    """Greedy tokens of the native engine in this process, on the frames the graph samples."""
+    engine = Engine.load(model_dir, max_num_seqs=1)
+
+    def greedy(text: str, videos: list[Path]) -> list[int]:
+        content = [{"type": "text", "text": text}, *({"type": "video"} for _ in videos)]
+        prompt = reference.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True
+        )
+        ids = reference.processor.tokenizer(prompt)["input_ids"]
+        embeddings = [engine.encode_video(reference.frames(v)) for v in videos]
+        engine.add_request(
+            "native", ids, embeddings, SamplingParams(temperature=0, max_tokens=MAX_TOKENS)
+        )
+        tokens = []
+        while engine.has_unfinished():
+            tokens += [step.token_id for step in engine.step()]
+        return tokens
+
+    return greedy
+
+
+CASES = {"text only (decode worker's vLLM)": [], "one video": [1], "two videos": [2, 3]}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_greedy_tokens_equal_the_native_engine_and_transformers_generate(
+    case: str,
+    client: openai.OpenAI,
+    reference: Reference,
+    native: Callable[[str, list[Path]], list[int]],
+    video: Callable[[int], Path],
+) -> None:
+    videos = [video(seed) for seed in CASES[case]]
+    text = "Describe what you see."
+    expected = reference.greedy(text, videos, MAX_TOKENS)
+
+    answer = ask(client, user_message(text, [f"file://{v}" for v in videos]))
+
+    assert token_ids(answer.choices[0].logprobs.content) == expected == native(text, videos)
+    assert answer.usage.completion_tokens == len(expected)
+
+
+def test_different_videos_give_different_tokens(
+    client: openai.OpenAI, video: Callable[[int], Path]
+) -> None:
+    answers = [ask(client, user_message("What happens?", [data_url(video(s))])) for s in (5, 6)]
+    first, second = (token_ids(a.choices[0].logprobs.content) for a in answers)
+    assert first != second
+    assert answers[0].usage.prompt_tokens > NUM_FRAMES * 16  # the video's tokens are counted
+
+
+def test_vllm_ran_no_vision_tower_and_the_kv_came_over_nixl(
+    graph: RunningGraph, client: openai.OpenAI, video: Callable[[int], Path]
+) -> None:
+    before = worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs")
+    ask(client, user_message("Count the frames.", [f"file://{video(7)}"]))
+
+    assert worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs") == before + 1
+    assert worker_stat(graph, "PrefillWorker", "prefills") >= 1
+    wait_for_stat(graph, "PrefillWorker", "vllm_videos_from_embeddings")
+    kv_reads = wait_for_stat(graph, "DecodeWorker", "vllm_kv_transfers")
+    assert kv_reads >= 1 and worker_stat(graph, "DecodeWorker", "vllm_kv_bytes") >= 0
+    for worker in ("PrefillWorker", "DecodeWorker"):
+        assert worker_stat(graph, worker, "vllm_vision_tower_runs") == 0
+    # The decode side computed no video position: all of them came with the KV.
+    assert worker_stat(graph, "DecodeWorker", "vllm_videos_from_embeddings") == 0
+    assert worker_stat(graph, "EncodeWorker", "media_encoded") >= 1
+
+
+def test_the_plugin_registers_once_however_often_vllm_loads_it(model_dir: Path) -> None:
+    script = (
+        "from vllm import ModelRegistry\n"
+        "from vllm.plugins import load_general_plugins\n"
+        "from engine.vllm_backend import ARCHITECTURE, register\n"
+        "load_general_plugins(); register(); register()\n"
+        "archs = ModelRegistry.get_supported_archs()\n"
+        "print(sum(a == ARCHITECTURE for a in archs), 'torch' in __import__('sys').modules)\n"
+    )
+    result = subprocess.run(
+        [str(VLLM), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2] == "1"
+
+
+@pytest.mark.timeout(RESTARTED_S + 120)
+def test_killing_the_vllm_decode_worker_mid_stream_is_a_clean_error_and_the_graph_recovers(
+    graph: RunningGraph, client: openai.OpenAI, reference: Reference, video: Callable[[int], Path]
+) -> None:
+    [victim] = [i["pid"] for i in instances(graph)["DecodeWorker"]]
+    body = {
+        "model": "tiny",
+        "messages": user_message("Tell a long story.", [f"file://{video(8)}"]),
+        "max_tokens": 3000,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    events = []
+    with httpx.stream("POST", f"{graph.base_url}/v1/chat/completions", json=body, timeout=120) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            events.append(json.loads(line.removeprefix("data: ")))
+            if len(events) == 3:
+                os.kill(victim, signal.SIGKILL)
+    assert "error" in events[-1], events[-1]
+    assert not any("error" in e for e in events[:3])
+
+    wait_for(
+        "a new DecodeWorker",
+        lambda: {i["pid"] for i in instances(graph)["DecodeWorker"]} - {victim},
+    )
+    clip = video(9)
+    answer = ask(client, user_message("What happens?", [f"file://{clip}"]))
+    expected = reference.greedy("What happens?", [clip], MAX_TOKENS)
+    assert token_ids(answer.choices[0].logprobs.content) == expected
+
+
+def instances(graph: RunningGraph) -> dict[str, list[dict]]:
+    return httpx.get(f"{graph.base_url}/health", timeout=10).json()["instances"]
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout_s: float = RESTARTED_S) -> T:
+    deadline = time.monotonic() + timeout_s
+    while not (value := probe()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
+        time.sleep(0.5)
+    return value
+
+
+def wait_for_stat(graph: RunningGraph, component: str, stat: str) -> float:
+    """The workers refresh vLLM's counters every second: wait for a non-zero one."""
+    return wait_for(f"{component} {stat} > 0", lambda: worker_stat(graph, component, stat), 30)
