@@ -5,8 +5,11 @@
 - `agg`, `disagg`: `vidgraph serve graphs.agg|graphs.disagg` on the configs in
   `configs/`, over HTTP; `disagg+EncodeWorker.workers=4` adds that override
   (`+` before each), for variants of a graph side by side.
-- `vllm`: vLLM (CPU) on the same tiny checkpoint, from `benchmarks/.venv-vllm`
-  (`bash benchmarks/vllm/install.sh`), on the same cores, set up as vLLM sets
+- `vllm-agg`, `vllm-disagg`: the same graphs with vLLM under their prefill and
+  decode workers (`configs/*-vllm.yaml`), vLLM set up as plain `vllm serve` is
+  (its default compilation, not the configs' `enforce-eager` for quick tests).
+- `vllm`: vLLM (CPU) on the same tiny checkpoint, from `.venv-vllm`
+  (`make install-vllm`), on the same cores, set up as vLLM sets
   itself up there: its compute threads on all cores but one, which it keeps for
   its API server and scheduler. (Bound to every core instead, its threads fought
   its own API server: TPOT 27 ms against 4 ms, in a 2-core smoke run.)
@@ -36,8 +39,14 @@ from benchmarks.loadgen.workload import PreparedRequest
 from benchmarks.soak import graph_processes
 from graphs.serve import ROOT, free_port, serve_graph
 
-GRAPHS = {"agg": ("graphs.agg", "agg.yaml"), "disagg": ("graphs.disagg", "disagg.yaml")}
-VLLM_VENV = ROOT / "benchmarks" / ".venv-vllm"
+AS_SERVED = ("Common.vllm-args={}",)
+GRAPHS = {
+    "agg": ("graphs.agg", "agg.yaml", ()),
+    "disagg": ("graphs.disagg", "disagg.yaml", ()),
+    "vllm-agg": ("graphs.agg", "agg-vllm.yaml", AS_SERVED),
+    "vllm-disagg": ("graphs.disagg", "disagg-vllm.yaml", AS_SERVED),
+}
+VLLM_VENV = ROOT / ".venv-vllm"
 STARTUP_S = 600.0
 STAGE = re.compile(
     r'^vidgraph_worker_stat\{component="(\w+)",instance="[^"]+",'
@@ -156,14 +165,17 @@ async def start_graph(
     stack: AsyncExitStack, name: str, client: httpx.AsyncClient, logs: Path, model: str
 ) -> System:
     base, *overrides = name.split("+")
-    graph, config = GRAPHS[base]
+    graph, config, defaults = GRAPHS[base]
+    if base.startswith("vllm-") and not (VLLM_VENV / "bin" / "python").exists():
+        raise Unavailable("no .venv-vllm: run `make install-vllm`")
     running = await asyncio.to_thread(
         stack.enter_context,
         serve_graph(
             graph,
             ROOT / "configs" / config,
-            *(f"--{override}" for override in overrides),
+            *(f"--{override}" for override in (*defaults, *overrides)),
             log_path=logs / f".{name}.log",
+            startup_timeout_s=STARTUP_S,
         ),
     )
     system = http_system(
@@ -181,7 +193,7 @@ async def start_vllm(
     stack: AsyncExitStack, client: httpx.AsyncClient, logs: Path, model: str
 ) -> System:
     if not (VLLM_VENV / "bin" / "python").exists():
-        raise Unavailable("no benchmarks/.venv-vllm: run `bash benchmarks/vllm/install.sh`")
+        raise Unavailable("no .venv-vllm: run `make install-vllm`")
     work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vllm-")))
     vidgraph = ROOT / ".venv" / "bin" / "vidgraph"
     await asyncio.to_thread(
