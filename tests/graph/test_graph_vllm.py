@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,25 +122,10 @@ def test_vllm_ran_no_vision_tower_and_the_kv_came_over_nixl(
     assert kv_reads >= 1 and worker_stat(graph, "DecodeWorker", "vllm_kv_bytes") >= 0
     for worker in ("PrefillWorker", "DecodeWorker"):
         assert worker_stat(graph, worker, "vllm_vision_tower_runs") == 0
-    # The decode side computed no video position: all of them came with the KV.
+    # `videos_from_embeddings` is our plugin's model's own counter: vLLM found it through
+    # the entry point. The decode side computed no video position: they came with the KV.
     assert worker_stat(graph, "DecodeWorker", "vllm_videos_from_embeddings") == 0
     assert worker_stat(graph, "EncodeWorker", "media_encoded") >= 1
-
-
-def test_the_plugin_registers_once_however_often_vllm_loads_it(model_dir: Path) -> None:
-    script = (
-        "from vllm import ModelRegistry\n"
-        "from vllm.plugins import load_general_plugins\n"
-        "from engine.vllm_backend import ARCHITECTURE, register\n"
-        "load_general_plugins(); register(); register()\n"
-        "archs = ModelRegistry.get_supported_archs()\n"
-        "print(sum(a == ARCHITECTURE for a in archs), 'torch' in __import__('sys').modules)\n"
-    )
-    result = subprocess.run(
-        [str(VLLM), "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-2] == "1"
 
 
 @pytest.mark.timeout(RESTARTED_S + 120)
