@@ -6,13 +6,16 @@ writes, beside the JSON, `<name>.md` (provenance, the headline table with the
 median and min-max over repeats, the goals against the in-process engine, peak
 memory, the per-stage breakdown) and `<name>_ttft.png`, `<name>_throughput.png`
 (median, bars from min to max). Every number in them comes from the JSON, so a
-table in a README can name the file and the command that made it.
+table in a README can name the file and the command that made it: `--readme
+FILE` rewrites the block between the two `benchmarks.report` markers in FILE
+with this run's provenance, headline table, plots and goals.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,12 +104,13 @@ def memory_table(result: dict) -> list[str]:
     return table(["system", "load", "process", "peak RSS MiB"], rows)
 
 
-def provenance_lines(result: dict, json_name: str) -> list[str]:
+def provenance_lines(result: dict, source: str) -> list[str]:
+    """`source`: how to name the JSON, as markdown."""
     p, c = result["provenance"], result["config"]
     dirty = " (uncommitted changes)" if p["git_dirty"] else ""
     skipped = "".join(f"; {s} skipped: {why}" for s, why in result["skipped"].items())
     return [
-        f"From `{json_name}`, made by `{p['command']}` (pinned to cores {p['cpus_used']}).",
+        f"From {source}, made by `{p['command']}` (pinned to cores {p['cpus_used']}).",
         "",
         f"Commit {p['git_commit'][:10]}{dirty}, {p['date']}, {p['cpu_model']} "
         f"({p['cpus_online']} cores online), load average {p['load_average_before'][0]:.1f} "
@@ -120,7 +124,7 @@ def provenance_lines(result: dict, json_name: str) -> list[str]:
 
 def markdown(result: dict, json_name: str) -> str:
     parts = [
-        *provenance_lines(result, json_name),
+        *provenance_lines(result, f"`{json_name}`"),
         "",
         *headline_table(result),
         "",
@@ -148,9 +152,40 @@ def plot(result: dict, metric: str, ylabel: str, path: Path) -> bool:
     return draw(lines, ylabel, rated, path)
 
 
+BEGIN = "<!-- benchmarks.report: generated from the JSON it names; do not edit -->"
+END = "<!-- end of benchmarks.report -->"
+
+
+def readme_block(result: dict, json_path: Path, readme: Path) -> str:
+    """The run's provenance, headline table, plots and goals, with links relative to `readme`."""
+    link = os.path.relpath(json_path, readme.parent)
+    stem = link.removesuffix(".json")
+    parts = [
+        BEGIN,
+        *provenance_lines(result, f"[`{link}`]({link}) (all tables: [`.md`]({stem}.md))"),
+        "",
+        *headline_table(result),
+        "",
+        f"![TTFT p50]({stem}_ttft.png) ![output tokens/s]({stem}_throughput.png)",
+        "",
+        *goals(result),
+        END,
+    ]
+    return "\n".join(parts)
+
+
+def update_readme(readme: Path, block: str) -> None:
+    text = readme.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"{readme} has no block between {BEGIN!r} and {END!r}")
+    readme.write_text(text[:start] + block + text[end + len(END) :])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__)
     parser.add_argument("result", type=Path, help="a JSON written by benchmarks.compare")
+    parser.add_argument("--readme", type=Path, help="a markdown file whose block to rewrite")
     args = parser.parse_args(argv)
     result = json.loads(args.result.read_text())
     stem = args.result.with_suffix("")
@@ -164,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "output tokens/s",
         stem.with_name(stem.name + "_throughput.png"),
     )
+    if args.readme:
+        update_readme(args.readme, readme_block(result, args.result, args.readme))
     return 0
 
 

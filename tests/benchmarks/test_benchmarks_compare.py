@@ -11,7 +11,7 @@ from benchmarks.compare import aggregate, headline, rotated
 from benchmarks.loadgen.record import RequestRecord
 from benchmarks.loadgen.stats import Slo, summarize
 from benchmarks.provenance import finish, format_cpus, parse_cpus, provenance
-from benchmarks.report import markdown
+from benchmarks.report import BEGIN, END, markdown, readme_block, update_readme
 from benchmarks.systems import System, stage_means, stage_totals
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,13 +108,13 @@ def test_stage_means_are_per_call_between_two_scrapes() -> None:
     )
 
 
-def test_report_names_its_json_and_command_and_shows_the_spread() -> None:
+def a_result() -> dict:
     runs = [
         run(s, r, 0.01 * (r + 1), 100.0, concurrency=1) for s in ("engine", "agg") for r in range(3)
     ]
     rows = aggregate(runs)
     prov = finish(provenance(ROOT, set(os.sched_getaffinity(0)), ["python", "-m", "x"]), 0.0)
-    result = {
+    return {
         "provenance": prov,
         "config": {
             "scenario": "concurrency",
@@ -128,6 +128,22 @@ def test_report_names_its_json_and_command_and_shows_the_spread() -> None:
         "aggregate": rows,
         "headline": headline(rows),
     }
+
+
+def test_report_rewrites_only_the_readme_block_with_links_to_the_run(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n\n{BEGIN}\nold numbers\n{END}\n\nhand-written\n")
+    json_path = tmp_path / "results" / "compare" / "run.json"
+    update_readme(readme, readme_block(a_result(), json_path, readme))
+    text = readme.read_text()
+    assert text.startswith(f"# Title\n\n{BEGIN}\n") and text.endswith(f"{END}\n\nhand-written\n")
+    assert "old numbers" not in text
+    assert "[`results/compare/run.json`](results/compare/run.json)" in text
+    assert "![TTFT p50](results/compare/run_ttft.png)" in text
+
+
+def test_report_names_its_json_and_command_and_shows_the_spread() -> None:
+    result = a_result()
     text = markdown(result, "run.json")
     assert (
         "`run.json`" in text and "`python -m x`" in text and "vllm skipped: not installed" in text
