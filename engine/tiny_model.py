@@ -86,9 +86,9 @@ class TinyModel:
 def resolve_model(name_or_path: str) -> Path | str:
     """Turns a config's `model:` value into something `from_pretrained` accepts.
 
-    A tiny model's name (`"tiny"`, `"tiny-qwen3-vl"`, see `TINY_FAMILIES`) is built
-    once into a cache directory shared by every worker process; anything else is
-    passed through as an HF id or local path.
+    A tiny model's name (`"tiny"`, `"tiny-qwen3-vl"`, `"tiny-wan"`, see `TINY_FAMILIES`)
+    is built once into a cache directory shared by every worker process; anything
+    else is passed through as an HF id or local path.
     """
     tiny = next((t for t in TINY_FAMILIES.values() if t.name == name_or_path), None)
     if tiny is None:
@@ -234,7 +234,7 @@ def init_weights(model: torch.nn.Module) -> None:
 
 def _tiny_families() -> dict[str, TinyModel]:
     # The family builders import this module's helpers, so they are imported here, late.
-    from engine import tiny_llava_next, tiny_qwen3_vl
+    from engine import tiny_llava_next, tiny_qwen3_vl, tiny_wan
 
     return {
         "llava-next-video": TinyModel(TINY, BUILDER_VERSION, build_tiny_model),
@@ -246,6 +246,7 @@ def _tiny_families() -> dict[str, TinyModel]:
         "qwen3-vl": TinyModel(
             "tiny-qwen3-vl", tiny_qwen3_vl.BUILDER_VERSION, tiny_qwen3_vl.build_tiny_qwen3_vl
         ),
+        "wan": TinyModel("tiny-wan", tiny_wan.BUILDER_VERSION, tiny_wan.build_tiny_wan),
     }
 
 

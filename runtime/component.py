@@ -90,6 +90,15 @@ class Component:
     async def stop(self) -> None:
         """Release resources; called on shutdown after in-flight requests have finished."""
 
+    def model_card(self) -> dict[str, Any] | None:
+        """The model this instance serves, registered with it in etcd; None if it serves none.
+
+        `{"name": ..., "type": "chat" | "videos", ...}`: the frontend finds what
+        the graph serves, and mounts the routes for each type, from these cards.
+        Called after `start()`.
+        """
+        return None
+
     def stats(self) -> dict[str, float]:
         """Counters for the frontend's /metrics; the runtime adds `inflight`."""
         return {}

@@ -20,7 +20,8 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import aetcd
 
@@ -51,6 +52,8 @@ class Instance:
     pid: int
     started_at: float
     endpoints: frozenset[str]
+    model: dict[str, Any] | None = field(default=None, compare=False)
+    """The model card it registered (`Component.model_card()`): name and type, e.g. videos."""
 
     @property
     def address(self) -> str:
@@ -146,11 +149,22 @@ class Discovery:
             return True
 
     async def register(
-        self, component: str, endpoints: Iterable[str], host: str, port: int
+        self,
+        component: str,
+        endpoints: Iterable[str],
+        host: str,
+        port: int,
+        model: dict[str, Any] | None = None,
     ) -> None:
-        """Announce this process as an instance of `component` serving `endpoints`."""
+        """Announce this process as an instance of `component` serving `endpoints` (and `model`)."""
         info = codec.encode(
-            {"host": host, "port": port, "pid": os.getpid(), "started_at": time.time()}
+            {
+                "host": host,
+                "port": port,
+                "pid": os.getpid(),
+                "started_at": time.time(),
+                **({"model": model} if model is not None else {}),
+            }
         )
         registration = (component, tuple(endpoints), info)
         self._registrations.append(registration)
@@ -299,6 +313,7 @@ class InstanceWatcher:
                 pid=info[instance_id]["pid"],
                 started_at=info[instance_id]["started_at"],
                 endpoints=frozenset(names),
+                model=info[instance_id].get("model"),
             )
             for instance_id, names in endpoints.items()
         }

@@ -109,7 +109,11 @@ async def serve(
         server = runtime.serve({**handlers, STATS_ENDPOINT: stats}, address.bind)
         await component.start()
         await runtime.discovery.register(
-            component.name, [*handlers, STATS_ENDPOINT], address.advertise, server.port
+            component.name,
+            [*handlers, STATS_ENDPOINT],
+            address.advertise,
+            server.port,
+            component.model_card(),
         )
         log.info(
             "%s serving %s on %s:%d (registered as %s)",

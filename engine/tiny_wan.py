@@ -1,0 +1,122 @@
+"""A tiny Wan 2.1 text-to-video checkpoint, built deterministically, for tests and the demo.
+
+The same idea as `engine.tiny_model` for the diffusion side: no hub is
+reachable, so we build the smallest `diffusers` checkpoint directory that
+`WanPipeline.from_pretrained` loads like the real `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`
+(transformer, `AutoencoderKLWan`, a UMT5 text encoder with its tokenizer, and
+the UniPC flow scheduler the real one uses). The shapes follow diffusers' own
+Wan pipeline tests: a 32x32, 5-frame video is a 2x4x4 latent and a handful of
+tokens, so a few denoising steps take well under a second on one CPU core.
+Its videos are noise; they are exact, so the graph can be compared frame by
+frame with `WanPipeline` run in-process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+# Bump whenever the built checkpoint changes, so caches of older builds are not reused.
+BUILDER_VERSION = 1
+
+_SEED = 0
+_VOCAB_SIZE = 320
+_TEXT_DIM = 32
+_CORPUS = """\
+A cat walks along a sunny beach at golden hour, waves rolling in.
+A red car drives down a rainy city street at night, neon lights reflecting.
+Aerial view of a green forest in autumn, leaves falling slowly in the wind.
+Two people talk near a window while snow falls outside, warm light, close-up.
+A timelapse of clouds moving over mountains, wide shot, cinematic colour grading.
+"""
+
+
+def build_tiny_wan(path: Path) -> Path:
+    """Writes the tiny Wan checkpoint to `path`; the same bytes every time it runs."""
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    path = Path(path)
+    tokenizer = _build_tokenizer()
+    torch.manual_seed(_SEED)
+    vae = AutoencoderKLWan(
+        base_dim=3,
+        z_dim=16,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+    torch.manual_seed(_SEED)
+    text_encoder = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=len(tokenizer),
+            d_model=_TEXT_DIM,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+    torch.manual_seed(_SEED)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=_TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    pipeline = WanPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=scheduler,
+    )
+    pipeline.save_pretrained(path)
+    return path
+
+
+def _build_tokenizer():  # -> PreTrainedTokenizerFast (transformers imported lazily)
+    """A byte-level BPE ending every text with `</s>`, as UMT5's tokenizer does."""
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=_VOCAB_SIZE,
+        special_tokens=["<pad>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    backend.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", backend.token_to_id("</s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        model_max_length=512,
+    )
