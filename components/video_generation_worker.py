@@ -85,6 +85,7 @@ class _Job:
 
 class VideoGenerationWorker(Component):
     Config = VideoGenerationWorkerConfig
+    model_type = "videos"
 
     async def start(self) -> None:
         self.model_name = self.config.served_model_name or self.config.model

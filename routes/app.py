@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 
-from routes import chat, health, inference, models, ops
+from routes import chat, health, inference, models, ops, videos
 from routes.errors import install_error_handlers
 from routes.http_guards import LimitBody, RequireApiKey
 from routes.state import FrontendState
@@ -26,7 +26,7 @@ from routes.state import FrontendState
 log = logging.getLogger(__name__)
 
 # One line per API family; each module has a `router`.
-FAMILIES = (chat, models, ops, inference, health)
+FAMILIES = (chat, models, ops, inference, health, videos)
 
 # A caller's own x-request-id is kept only if it is this plain: it goes into every log line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
