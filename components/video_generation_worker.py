@@ -97,19 +97,17 @@ class VideoGenerationWorker(Component):
         self.waiting: deque[_Job] = deque()
         self.wakeup = asyncio.Event()
         self.running: _Job | None = None
+        self.stopping = False
         self.me = WorkerRef(host=os.environ.get(ADVERTISE_ENV, LOOPBACK), pid=os.getpid())
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0}
 
     def _load_pipeline(self) -> VideoPipeline:
-        import torch
-
         from engine import resolve_model
         from videogen.pipeline import VideoPipeline
 
-        if self.config.device == "cpu":
-            torch.set_num_threads(self.config.cpu_threads)
+        config = self.config
         return VideoPipeline.load(
-            resolve_model(self.config.model), self.config.device, self.config.dtype
+            resolve_model(config.model), config.device, config.dtype, config.cpu_threads
         )
 
     def model_card(self) -> dict[str, Any]:
@@ -118,16 +116,19 @@ class VideoGenerationWorker(Component):
     async def run(self) -> None:
         sweeper = asyncio.create_task(self._sweep_forever())
         try:
-            while True:
-                while not self.waiting:
+            while not self.stopping:
+                if not self.waiting:
                     self.wakeup.clear()
                     await self.wakeup.wait()
+                    continue
                 await self._run_job(self.waiting.popleft())
         finally:
             sweeper.cancel()
 
     async def stop(self) -> None:
         """Fail what has not run (its caller may resubmit), stop what runs, save both."""
+        self.stopping = True
+        self.wakeup.set()
         while self.waiting:
             job = self.waiting.popleft()
             job.record.fail("worker_stopped", "the worker stopped before running this job")

@@ -82,7 +82,7 @@ class VideoJobs:
         candidates = [
             i
             for i in self.workers.instances()
-            if i.model and i.model.get("name") == model and "generate" in i.endpoints
+            if i.model and i.model.get("name") == model and self.workers.reachable(i)
         ]
         if not candidates:
             raise NoInstances(f"no live worker serves '{model}' right now; retry in a moment")

@@ -33,6 +33,10 @@ class Client:
         """Live instances (serving `endpoint`, if given) as etcd reports them now."""
         return self._watcher.instances(endpoint)
 
+    def reachable(self, instance: Instance) -> bool:
+        """False once this caller's link to `instance` dropped (its lease may still be live)."""
+        return self._connections.reachable(instance.address)
+
     def inflight(self, instance: Instance) -> int:
         """Requests this caller has in flight to `instance`: its queue, as far as we know."""
         return self._connections.inflight(instance.address)

@@ -9,7 +9,8 @@ no cheaper place to interrupt a diffusion model, and a step is short.
 Which Wan is loaded decides what a request may carry: an image-to-video
 checkpoint (`WanImageToVideoPipeline`) takes `image`, a text-to-video one does
 not. The same seed gives the same frames: noise is drawn from a CPU generator
-seeded per job, as diffusers' examples do.
+seeded per job, as diffusers' examples do, and on CPU every job runs with the
+same number of threads (float sums depend on it).
 """
 
 from __future__ import annotations
@@ -32,21 +33,24 @@ StepCallback = Callable[[int, int], None]
 class VideoPipeline:
     """One loaded Wan pipeline; one job at a time (diffusers pipelines keep per-call state)."""
 
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, pipe: Any, cpu_threads: int | None = None) -> None:
         self.pipe = pipe
+        self.cpu_threads = cpu_threads
         self.takes_image = type(pipe).__name__ == "WanImageToVideoPipeline"
         self.temporal = pipe.vae_scale_factor_temporal
         self.spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", dtype: str = "float32") -> VideoPipeline:
+    def load(
+        cls, path: str | Path, device: str = "cpu", dtype: str = "float32", cpu_threads: int = 1
+    ) -> VideoPipeline:
         """A diffusers Wan checkpoint by HF id or local path (its model_index names the class)."""
         import torch
         from diffusers import DiffusionPipeline
 
         pipe = DiffusionPipeline.from_pretrained(str(path), dtype=getattr(torch, dtype))
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe.to(device))
+        return cls(pipe.to(device), cpu_threads if device == "cpu" else None)
 
     def generate(
         self,
@@ -56,6 +60,11 @@ class VideoPipeline:
     ) -> np.ndarray:
         """The video as uint8 frames (frames x height x width x 3)."""
         import torch
+
+        if self.cpu_threads is not None:
+            # Per calling thread (OpenMP's setting is): a pool thread that never set it
+            # would use every core, and sum in another order than the last job did.
+            torch.set_num_threads(self.cpu_threads)
 
         def step_end(pipe: Any, step: int, timestep: Any, tensors: dict) -> dict:
             on_step(step + 1, params.num_inference_steps)
