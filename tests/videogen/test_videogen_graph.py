@@ -244,7 +244,13 @@ def test_full_queues_answer_429_with_retry_after_and_queued_jobs_can_be_deleted(
     )
     assert refused.status_code == 429, refused.text
     assert refused.headers["retry-after"] and refused.json()["error"]["code"] == "queue_full"
-    assert sorted(client.videos.retrieve(j.id).status for j in jobs).count("queued") == 2
+    wait_for(
+        lambda: (
+            sorted(client.videos.retrieve(j.id).status for j in jobs)
+            == ["in_progress", "in_progress", "queued", "queued"]
+        ),
+        "one job running on each worker, one waiting",
+    )
     for job in jobs:
         client.videos.delete(job.id)
     wait_for(
