@@ -96,7 +96,11 @@ async def delete_video(video_id: str, request: Request) -> JSONResponse:
     return JSONResponse(await video_jobs(request).delete(video_id))
 
 
-@router.get("/v1/videos/{video_id}/content")
+@router.get(
+    "/v1/videos/{video_id}/content",
+    response_class=Response,
+    responses={200: {"content": {MP4_TYPE: {}, THUMBNAIL_TYPE: {}}}},
+)
 async def download_video(
     video_id: str, request: Request, variant: Literal["video", "thumbnail"] = "video"
 ) -> Response:
