@@ -14,6 +14,7 @@ COPY components components
 COPY routes routes
 COPY engine engine
 COPY media media
+COPY videogen videogen
 COPY graphs graphs
 COPY configs configs
 COPY benchmarks/vllm benchmarks/vllm
