@@ -38,6 +38,7 @@ from components.model_worker import (
     open_transport,
     transport_stats,
 )
+from components.stage_times import StageTimes
 from components.stages import reporting
 from protocol.errors import ServiceError
 from protocol.messages import (
@@ -83,7 +84,8 @@ class DecodeWorker(Component):
                 await load_engine(self.config, self.config.max_num_seqs, part="language")
             )
         self.transport = open_transport(self.config)
-        self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
+        self.times = StageTimes()
+        self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport, self.times)
         self.prefills = self.client("PrefillWorker") if self.config.remote_prefill else None
         self.counts = {
             "local_prefills": 0,
@@ -181,7 +183,8 @@ class DecodeWorker(Component):
             return
         # Read the KV before answering, even when the first token is the last:
         # reading is what tells the prefill worker it may free the buffer.
-        [kv] = await self.transport.read(RdmaMetadata.from_dict(reply.kv))
+        with self.times.time("kv_transfer"):
+            [kv] = await self.transport.read(RdmaMetadata.from_dict(reply.kv))
         self.counts["kv_bytes_read"] += kv.numel() * kv.element_size()
         yield first_token_output(reply, sampling)
         if reply.finish_reason is not None:
@@ -235,6 +238,7 @@ class DecodeWorker(Component):
             **engine_stats(self.engine),
             "embedding_bytes_read": self.embeddings.bytes_read,
             **transport_stats(self.transport),
+            **self.times.stats(),
             **device_stats(self.config),
         }
 

@@ -18,9 +18,9 @@ if TYPE_CHECKING:
     from media import VideoSampling
 
 
-def sampling_tag(modality: str, sampling: VideoSampling) -> str:
-    """How media becomes frames: a video's sampling; an image ignores it."""
-    return sampling.cache_key() if modality == "video" else "image"
+def sampling_tag(modality: str, sampling: VideoSampling | None) -> str:
+    """How media becomes frames: a video's sampling; an image has none."""
+    return sampling.cache_key() if modality == "video" and sampling is not None else "image"
 
 
 def embedding_key(data: bytes, tag: str, model: str) -> str:

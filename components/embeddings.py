@@ -14,6 +14,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from components.stage_times import StageTimes
 from components.stages import Report
 from protocol.errors import ServiceError, WorkerLost
 from protocol.messages import EncodeRequest, EncodeResponse, MediaRef, StageUpdate
@@ -29,9 +30,10 @@ READ_ATTEMPTS = 2
 
 
 class EmbeddingSource:
-    def __init__(self, encoders: Client, transport: Connector) -> None:
+    def __init__(self, encoders: Client, transport: Connector, times: StageTimes) -> None:
         self.encoders = encoders
         self.transport = transport
+        self.times = times
         self.bytes_read = 0
 
     async def fetch(
@@ -71,7 +73,9 @@ class EmbeddingSource:
         for _ in range(READ_ATTEMPTS):
             reply = await self._encode(request, deadline_s, report)
             try:
-                [embeddings] = await self.transport.read(RdmaMetadata.from_dict(reply.embeddings))
+                with self.times.time("embedding_transfer"):
+                    metadata = RdmaMetadata.from_dict(reply.embeddings)
+                    [embeddings] = await self.transport.read(metadata)
             except TransferError as error:
                 # The buffer could not be read (its producer died, or its NIXL agent
                 # was rebuilt): ask again; the router may pick another encode worker.
@@ -86,7 +90,8 @@ class EmbeddingSource:
         self, request: EncodeRequest, deadline_s: float, report: Report | None
     ) -> EncodeResponse:
         """The encode worker's answer; its stage reports before it go to `report`."""
-        route_key = request.media_key()  # the same video to the same (warm) worker
+        # The same video to the same (warm) worker; hashing an inline video is off the loop.
+        route_key = await asyncio.to_thread(request.media_key)
         if report is None:
             answer = await self.encoders.call(
                 "encode", request.model_dump(), deadline_s=deadline_s, route_key=route_key

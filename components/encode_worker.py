@@ -36,6 +36,7 @@ from components.model_worker import (
     open_transport,
     transport_stats,
 )
+from components.stage_times import StageTimes
 from components.stages import Report, ignore, reporting
 from media import (
     DEFAULT_UPLOAD_DIR,
@@ -88,6 +89,7 @@ class EncodeWorker(Component):
         self.flights: SingleFlight[tuple[torch.Tensor, bool, bytes]] = SingleFlight()
         self.transport = open_transport(self.config)
         self.encoded = 0
+        self.times = StageTimes()
 
     async def stop(self) -> None:
         await self.fetcher.aclose()
@@ -109,7 +111,7 @@ class EncodeWorker(Component):
             raise ServiceError(
                 str(error),
                 status=error.status,
-                type="invalid_request_error",
+                type="upstream_error" if error.upstream else "invalid_request_error",
                 param="messages",
                 code=error.rule,
             ) from error
@@ -128,7 +130,8 @@ class EncodeWorker(Component):
         modality = req.media.modality
         self.config.check_enabled(modality)
         kwargs = req.media_io_kwargs or {}
-        sampling = self.config.video_sampling(kwargs.get("video"))
+        # An image has no video sampling (and must not need video enabled to be read).
+        sampling = self.config.video_sampling(kwargs.get("video")) if modality == "video" else None
         report(StageUpdate(stage="fetching"))
         how = sampling_tag(modality, sampling)
         url = req.media.url
@@ -143,19 +146,23 @@ class EncodeWorker(Component):
         return embeddings, hit or shared
 
     async def fetch_and_embed(
-        self, url: str, modality: str, sampling: VideoSampling, how: str, report: Report
+        self, url: str, modality: str, sampling: VideoSampling | None, how: str, report: Report
     ) -> tuple[torch.Tensor, bool, bytes]:
         upload = url.startswith(self.config.upload_dir.as_uri() + "/")
         async with self.fetch_slots:
-            data = await (self.uploads if upload else self.fetcher).fetch(url)
-        key = embedding_key(data, how, self.config.model)
+            with self.times.time("fetch"):
+                data = await (self.uploads if upload else self.fetcher).fetch(url)
+        # Hashing tens of MB takes long enough to stall other requests: not on the loop.
+        key = await asyncio.to_thread(embedding_key, data, how, self.config.model)
         cached = self.cache.get(key)
         if cached is not None:
             return cached, True, data
         report(StageUpdate(stage="decoding"))
-        decoded = await self.decode(data, modality, sampling)
+        with self.times.time("decode"):
+            decoded = await self.decode(data, modality, sampling)
         report(StageUpdate(stage="encoding"))
-        embeddings = await asyncio.to_thread(self.engine.encode_video, decoded.frames)
+        with self.times.time("encode"):
+            embeddings = await asyncio.to_thread(self.engine.encode_video, decoded.frames)
         self.cache.put(key, embeddings)
         self.encoded += 1
         return embeddings, False, data
@@ -173,7 +180,9 @@ class EncodeWorker(Component):
             sampled_height=probe.height,
         )
 
-    async def decode(self, data: bytes, modality: str, sampling: VideoSampling) -> DecodedVideo:
+    async def decode(
+        self, data: bytes, modality: str, sampling: VideoSampling | None
+    ) -> DecodedVideo:
         """Decode untrusted bytes: whatever the decoder raises on them is the sender's 400.
 
         Crafted files make PyAV fail in ways `media` does not name yet (metadata
@@ -181,7 +190,7 @@ class EncodeWorker(Component):
         input, not a server fault, and must not read as a 500.
         """
         try:
-            if modality == "video":
+            if sampling is not None:
                 return await decode_video(data, sampling)
             return await decode_image(data, self.config)
         except MediaError:
@@ -202,5 +211,6 @@ class EncodeWorker(Component):
             "media_encoded": self.encoded,
             "media_shared_in_flight": self.flights.shared,
             **transport_stats(self.transport),
+            **self.times.stats(),
             **device_stats(self.config),
         }

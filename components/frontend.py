@@ -1,7 +1,7 @@
 """Frontend: the OpenAI-compatible HTTP server in front of the graph.
 
 The story of a request here: validate the body against the OpenAI schema,
-check the model name, admit it under `max-inflight`, hand it to the component
+check the model name, admit it under `max-inflight` (or queue it), hand it to the component
 serving its model type (a Processor for chat), and relay what comes back — one
 JSON body, or Server-Sent Events ending in `data: [DONE]`. Every failure
 anywhere in the graph arrives as a `ServiceError` and leaves as an OpenAI
@@ -52,6 +52,12 @@ class FrontendConfig(ComponentConfig):
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
     max_inflight: int = Field(default=256, ge=1)
+    max_queued: int = Field(default=256, ge=0)
+    """Requests that wait (FIFO) for a slot beyond max-inflight; past them, 429."""
+    max_queue_wait_s: float = Field(default=60.0, gt=0)
+    """How long a request may wait in that queue before it is answered 503."""
+    sse_keepalive_s: float = Field(default=15.0, gt=0)
+    """A stream whose first token takes longer gets an SSE comment this often meanwhile."""
     request_timeout_s: float = Field(default=600.0, gt=0)
     api_key: SecretStr | None = None
     """Required as `Authorization: Bearer` on /v1/ routes; else from $VIDGRAPH_API_KEY."""
@@ -74,8 +80,9 @@ class Frontend(Component):
     Config = FrontendConfig
 
     async def start(self) -> None:
+        model_name = self.config.served_model_name or self.config.model
         self.state = FrontendState(
-            model_name=self.config.served_model_name or self.config.model,
+            model_name=model_name,
             components={name: self.client(name) for name in self.graph.names()},
             model_types={
                 component.model_type: component.name
@@ -83,8 +90,10 @@ class Frontend(Component):
                 if component.model_type is not None
             },
             request_timeout_s=self.config.request_timeout_s,
-            admission=Admission(self.config.max_inflight),
-            metrics=FrontendMetrics(),
+            admission=Admission(
+                self.config.max_inflight, self.config.max_queued, self.config.max_queue_wait_s
+            ),
+            metrics=FrontendMetrics(model_name),
             apps=AppSettings(
                 fps=self.config.inference_fps,
                 max_frames=self.config.inference_max_frames,
@@ -93,6 +102,7 @@ class Frontend(Component):
                 upload_dir=self.config.upload_dir,
                 max_upload_bytes=self.config.max_upload_bytes,
             ),
+            keepalive_s=self.config.sse_keepalive_s,
         )
         api_key = self.config.api_key or SecretStr(os.environ.get(API_KEY_ENV, ""))
         app = build_app(

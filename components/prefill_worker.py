@@ -29,6 +29,7 @@ from components.model_worker import (
     open_transport,
     transport_stats,
 )
+from components.stage_times import StageTimes
 from protocol.messages import PrefillRequest, PrefillResponse, TokenLogprobs
 from runtime import Component, Context, endpoint
 
@@ -61,7 +62,8 @@ class PrefillWorker(Component):
                 await load_engine(self.config, max_num_seqs=0, part="language")
             )
         self.transport = open_transport(self.config)
-        self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport)
+        self.times = StageTimes()
+        self.embeddings = EmbeddingSource(self.client("EncodeWorker"), self.transport, self.times)
         self.prefills = 0
         self.kv_bytes_exposed = 0
 
@@ -84,9 +86,10 @@ class PrefillWorker(Component):
             self.prefills += 1
             yield prefill_response(prefilled.first, kv_transfer_params=prefilled.kv_transfer_params)
             return
-        first, kv = await self.engine.prefill_export(
-            ctx.request_id, req.prompt_token_ids, embeddings, sampling
-        )
+        with self.times.time("prefill"):
+            first, kv = await self.engine.prefill_export(
+                ctx.request_id, req.prompt_token_ids, embeddings, sampling
+            )
         readable = await self.transport.create_readable(
             [Descriptor(kv.data)], lease_s=self.config.kv_lease_s
         )
@@ -109,6 +112,7 @@ class PrefillWorker(Component):
             **engine_stats(self.engine),
             "embedding_bytes_read": self.embeddings.bytes_read,
             **transport_stats(self.transport),
+            **self.times.stats(),
             **device_stats(self.config),
         }
 

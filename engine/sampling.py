@@ -167,10 +167,14 @@ class Sampler:
         ]
         if not touched:
             return logits
-        logits = logits.clone()
+        processed = logits.clone()
         for i in touched:
-            self._process_row(logits[i], rows[i])
-        return logits
+            self._process_row(processed[i], rows[i])
+            if not torch.isfinite(processed[i]).any():
+                # Every token ruled out (a finished grammar while min_tokens or ignore_eos
+                # forbids ending): sample unconstrained rather than from nothing.
+                processed[i] = logits[i]
+        return processed
 
     def _process_row(self, logits: torch.Tensor, row: SamplingRequest) -> None:
         params, vocab = row.params, logits.shape[-1]

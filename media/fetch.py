@@ -41,7 +41,8 @@ class MediaFetcher:
     async def fetch(self, url: str) -> bytes:
         """The media bytes at `url`, never empty; raises MediaError for anything refused."""
         if url.startswith("data:"):
-            return read_data_url(url, self._options.max_fetch_bytes)
+            # Decoding tens of MB of base64 takes long enough to stall other requests' streams.
+            return await asyncio.to_thread(read_data_url, url, self._options.max_fetch_bytes)
         if url.startswith(("file:", "/")):
             return await asyncio.to_thread(
                 read_local_file,
@@ -65,9 +66,13 @@ class MediaFetcher:
                 f"fetching {url} took longer than {seconds:g} s; use a faster host or a "
                 "smaller file (server option: timeout-ms)",
                 rule="timeout-ms",
+                status=504,
             ) from None
         except httpx.HTTPError as error:
-            raise MediaError(f"could not fetch {url}: {error!r}", rule="fetch") from None
+            # Connection refused or reset, TLS failure: the other side's fault; a retry may work.
+            raise MediaError(
+                f"could not fetch {url}: {error!r}", rule="fetch", status=502
+            ) from None
 
     async def _follow_redirects(self, url: httpx.URL) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
@@ -96,6 +101,12 @@ class MediaFetcher:
         return await self._client.send(request, stream=True)
 
     async def _read_body(self, url: httpx.URL, response: httpx.Response) -> bytes:
+        if response.status_code >= 500:
+            raise MediaError(
+                f"{url} answered HTTP {response.status_code}: the media host failed; retry later",
+                rule="http-status",
+                status=502,
+            )
         if response.status_code != 200:
             raise MediaError(
                 f"{url} answered HTTP {response.status_code}; check that the URL is right "

@@ -147,7 +147,7 @@ class AddressGuard:
         try:
             answers = await self._resolver(host, port)
         except OSError as error:
-            raise MediaError(f"could not resolve {host}: {error}", rule="dns") from None
+            raise MediaError(f"could not resolve {host}: {error}", rule="dns", status=502) from None
         if not answers:
             raise MediaError(f"{host} resolved to no address", rule="dns")
         return [ipaddress.ip_address(answer) for answer in answers]

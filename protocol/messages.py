@@ -81,6 +81,8 @@ class StageUpdate(BaseModel):
 
 class ProcessorRequest(BaseModel):
     request_id: str
+    # "chat": a ChatCompletionRequest; "completion": a CompletionRequest.
+    kind: Literal["chat", "completion"] = "chat"
     request: dict[str, Any]
     report_stages: bool = False
 
@@ -93,8 +95,13 @@ class TokenLogprobs(BaseModel):
 
 
 class ProcessorOutput(BaseModel):
-    """Processor -> Frontend: the next piece of detokenized text, logprobs in OpenAI shape."""
+    """Processor -> Frontend: the next piece of one choice's text, logprobs in OpenAI shape.
 
+    A request has `choices` of them (`n` per prompt), interleaved; each ends with its
+    own finish reason. The usage fields are the whole request's so far.
+    """
+
+    index: int = 0
     text: str
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
@@ -103,6 +110,9 @@ class ProcessorOutput(BaseModel):
     completion_tokens: int = 0
     stage: StageUpdate | None = None
     """Set (with no text or tokens) on a stage report; see `StageUpdate`."""
+    choices: int = 1
+    usage_prompt_tokens: int = 0
+    usage_completion_tokens: int = 0
 
 
 # Processor -> DecodeWorker

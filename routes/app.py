@@ -12,13 +12,13 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from routes import chat, health, inference, models, ops, videos
+from routes import chat, completions, health, inference, models, ops, videos
 from routes.errors import install_error_handlers
 from routes.http_guards import LimitBody, RequireApiKey
 from routes.state import FrontendState
@@ -26,7 +26,7 @@ from routes.state import FrontendState
 log = logging.getLogger(__name__)
 
 # One line per API family; each module has a `router`.
-FAMILIES = (chat, models, ops, inference, health, videos)
+FAMILIES = (chat, completions, models, ops, inference, health, videos)
 
 # A caller's own x-request-id is kept only if it is this plain: it goes into every log line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -51,27 +51,49 @@ def build_app(
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "x-request-id"],
         )
-    app.middleware("http")(request_id_header)
+    app.add_middleware(RequestId)
     install_error_handlers(app)
     for family in FAMILIES:
         app.include_router(family.router)
     return app
 
 
-async def request_id_header(request: Request, call_next: Any) -> Response:
-    """Every response carries the request's id, and every request leaves one log line."""
-    given = request.headers.get("x-request-id", "")
-    request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-    request.state.request_id = request_id
-    started = time.perf_counter()
-    response = await call_next(request)
-    response.headers["x-request-id"] = request_id
-    log.info(
-        "request %s %s %s -> %d in %.3f s",
-        request_id,
-        request.method,
-        request.url.path,
-        response.status_code,
-        time.perf_counter() - started,
-    )
-    return response
+class RequestId:
+    """Every response carries the request's id, and every request leaves one log line.
+
+    Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware
+    hides the client's disconnect from the routes, which cancel work on it.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "request %s %s %s -> %d in %.3f s",
+                request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                time.perf_counter() - started,
+            )

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response
 
-from protocol.errors import ServiceError
 from protocol.messages import ProcessorOutput
 from protocol.openai import (
     AssistantMessage,
@@ -19,14 +17,13 @@ from protocol.openai import (
     ChoiceLogprobs,
     ChunkChoice,
     Delta,
-    Usage,
     completion_id,
     now,
 )
 from routes import sse
-from routes.errors import ERROR_RESPONSES, error_body
-from routes.generate import Outputs, check_model, finish, release, start_generation
-from routes.state import FrontendState, frontend, serves
+from routes.errors import ERROR_RESPONSES
+from routes.generate import Outputs, all_outputs, final_usage, respond, usage
+from routes.state import frontend, serves
 
 router = APIRouter(tags=["chat"], dependencies=[Depends(serves("chat"))])
 
@@ -37,107 +34,61 @@ router = APIRouter(tags=["chat"], dependencies=[Depends(serves("chat"))])
     responses={200: {"content": {"text/event-stream": {}}}, **ERROR_RESPONSES},
 )
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
-    state = frontend(request)
-    request_id: str = request.state.request_id
-    try:
-        check_model(state, body.model)
-        first, rest = await start_generation(state, body.model_dump(), request_id)
-    except ServiceError as error:
-        return finish(state, request_id, error)
-    if body.stream:
-        return StreamingResponse(
-            chat_events(state, body, first, rest), media_type="text/event-stream"
-        )
-    try:
-        return await whole_completion(state, body, request_id, first, rest)
-    except ServiceError as error:
-        return finish(state, request_id, error)
-    finally:
-        await release(state, rest)
+    model = frontend(request).model_name
+    # vLLM's `request_id` names the completion; by default, a fresh one.
+    answer_id = f"chatcmpl-{body.request_id}" if body.request_id else completion_id()
 
-
-async def whole_completion(
-    state: FrontendState,
-    body: ChatCompletionRequest,
-    request_id: str,
-    first: ProcessorOutput,
-    rest: Outputs,
-) -> JSONResponse:
-    outputs = [first]
-    while outputs[-1].finish_reason is None:
-        outputs.append(await anext(rest))
-    last = outputs[-1]
-    logprobs = [lp for out in outputs for lp in out.logprobs or []]
-    completion = ChatCompletion(
-        id=completion_id(),
-        created=now(),
-        model=state.model_name,
-        choices=[
-            Choice(
-                message=AssistantMessage(content="".join(out.text for out in outputs)),
-                logprobs=ChoiceLogprobs(content=logprobs) if body.logprobs else None,
-                finish_reason=last.finish_reason,
-            )
-        ],
-        usage=Usage(
-            prompt_tokens=last.prompt_tokens,
-            completion_tokens=last.completion_tokens,
-            total_tokens=last.prompt_tokens + last.completion_tokens,
-        ),
-    )
-    state.metrics.requests.labels(status="200").inc()
-    return JSONResponse(completion.model_dump(), headers={"x-request-id": request_id})
-
-
-async def chat_events(
-    state: FrontendState, body: ChatCompletionRequest, first: ProcessorOutput, rest: Outputs
-) -> AsyncIterator[str]:
-    """OpenAI's chunk stream; an error after the first chunk travels as an error event."""
-    chunk_id, created = completion_id(), now()
-
-    def chunk(delta: Delta, out: ProcessorOutput | None = None) -> ChatCompletionChunk:
-        logprobs = out.logprobs if out is not None and body.logprobs else None
-        return ChatCompletionChunk(
-            id=chunk_id,
-            created=created,
-            model=state.model_name,
+    def whole(choices: list[list[ProcessorOutput]]) -> ChatCompletion:
+        return ChatCompletion(
+            id=answer_id,
+            created=now(),
+            model=model,
             choices=[
-                ChunkChoice(
-                    delta=delta,
-                    logprobs=ChoiceLogprobs(content=logprobs) if logprobs else None,
-                    finish_reason=out.finish_reason if out is not None else None,
+                Choice(
+                    index=index,
+                    message=AssistantMessage(content="".join(out.text for out in outs)),
+                    logprobs=logprobs(outs) if body.logprobs else None,
+                    finish_reason=outs[-1].finish_reason,
                 )
+                for index, outs in enumerate(choices)
             ],
+            usage=final_usage(choices),
         )
 
-    status = "200"
-    try:
-        yield sse.event(chunk(Delta(role="assistant", content="")))
+    async def chunks(first: ProcessorOutput, rest: Outputs) -> AsyncIterator[str]:
+        chunk_id, created = answer_id, now()
+        options = body.stream_options
+        continuous = options is not None and options.continuous_usage_stats
+
+        def chunk(index: int, delta: Delta, out: ProcessorOutput | None) -> ChatCompletionChunk:
+            choice = ChunkChoice(
+                index=index,
+                delta=delta,
+                logprobs=logprobs([out]) if out is not None and body.logprobs else None,
+                finish_reason=out.finish_reason if out is not None else None,
+            )
+            return ChatCompletionChunk(
+                id=chunk_id,
+                created=created,
+                model=model,
+                choices=[choice],
+                usage=usage(out) if continuous and out is not None else None,
+            )
+
+        for index in range(first.choices):
+            yield sse.event(chunk(index, Delta(role="assistant", content=""), None))
         out = first
-        while True:
-            yield sse.event(chunk(Delta(content=out.text), out))
-            if out.finish_reason is not None:
-                break
-            out = await anext(rest)
-        if body.stream_options and body.stream_options.include_usage:
-            usage = Usage(
-                prompt_tokens=out.prompt_tokens,
-                completion_tokens=out.completion_tokens,
-                total_tokens=out.prompt_tokens + out.completion_tokens,
+        async for out in all_outputs(first, rest):
+            yield sse.event(chunk(out.index, Delta(content=out.text), out))
+        if options is not None and options.include_usage:
+            end = ChatCompletionChunk(
+                id=chunk_id, created=created, model=model, choices=[], usage=usage(out)
             )
-            yield sse.event(
-                ChatCompletionChunk(
-                    id=chunk_id, created=created, model=state.model_name, choices=[], usage=usage
-                )
-            )
-        yield sse.DONE
-    except ServiceError as error:
-        status = str(error.status)
-        yield sse.event(error_body(error))
-        yield sse.DONE
-    except asyncio.CancelledError:
-        status = "499"  # the client went away; closing `rest` cancels the work downstream
-        raise
-    finally:
-        state.metrics.requests.labels(status=status).inc()
-        await release(state, rest)
+            yield sse.event(end)
+
+    return await respond(request, body, "chat", whole, chunks)
+
+
+def logprobs(outputs: list[ProcessorOutput]) -> ChoiceLogprobs | None:
+    content = [lp for out in outputs for lp in out.logprobs or []]
+    return ChoiceLogprobs(content=content) if content else None

@@ -1,26 +1,78 @@
-"""The trip every generating route takes through the graph.
+"""The trip every generating route takes through the graph, whatever shape its answer has.
 
-Check the model name, admit the request under `max-inflight`, hand it to a
-Processor, and wait for its first output before answering: a bad video URL is
-then a 400, not a broken stream. Outputs are timed here for TTFT and
-inter-token latency, whatever shape the route gives them afterwards.
+Check the model name, admit the request (queueing it while the graph is at
+capacity), hand it to a Processor, and wait for its first output before
+answering, so a bad video URL is a 400 rather than a broken stream. A stream
+whose first token is slow (a long video) commits to 200 after `keepalive_s`
+and sends SSE comments until it comes, so proxies keep the connection. A
+client that goes away cancels its request through the graph, streamed or not.
+Outputs are timed here for TTFT and inter-token latency.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi.responses import JSONResponse
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 
 from protocol.errors import ServiceError
 from protocol.messages import ProcessorOutput, ProcessorRequest
-from routes.errors import error_response
-from routes.state import FrontendState
+from protocol.openai import SamplingFields, Usage
+from routes import sse
+from routes.errors import error_body, error_response
+from routes.state import FrontendState, frontend
 
+T = TypeVar("T")
 Outputs = AsyncIterator[ProcessorOutput]
+# A route's shapes: every choice's outputs -> the whole answer; (first, rest) -> SSE events.
+Whole = Callable[[list[list[ProcessorOutput]]], BaseModel]
+Chunks = Callable[[ProcessorOutput, Outputs], AsyncIterator[str]]
+CLIENT_GONE = 499  # nginx's status for "the client closed the request", for the metrics
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before its answer was complete."""
+
+
+async def respond(
+    request: Request, body: SamplingFields, kind: str, whole: Whole, chunks: Chunks
+) -> Response:
+    """The answer to a generating request: the whole JSON body, or an SSE stream."""
+    state = frontend(request)
+    request_id: str = request.state.request_id
+    try:
+        check_model(state, body.model)
+        await admit(state)
+    except ServiceError as error:
+        return finish(state, request_id, error)
+    payload = body.model_dump(exclude_unset=True, by_alias=True)
+    rest = processor_stream(state, kind, payload, request_id)
+    first = asyncio.ensure_future(anext(rest))
+    if body.stream:
+        await asyncio.wait({first}, timeout=state.keepalive_s)
+        if not first.done() or first.exception() is None:
+            events = relay(state, first, rest, chunks)
+            return StreamingResponse(events, media_type="text/event-stream")
+    try:
+        choices = await unless_disconnected(request, by_choice(first, rest))
+        answer = JSONResponse(whole(choices).model_dump(), headers={"x-request-id": request_id})
+        state.metrics.answered(200)
+        return answer
+    except ServiceError as error:
+        return finish(state, request_id, error)
+    except StopAsyncIteration:
+        return finish(state, request_id, ServiceError("the graph ended the request early"))
+    except ClientGone:
+        state.metrics.answered(CLIENT_GONE, "client_gone")
+        return Response(status_code=CLIENT_GONE)
+    finally:
+        await release(state, rest, first)
 
 
 def check_model(state: FrontendState, model: str) -> None:
@@ -38,15 +90,15 @@ def check_model(state: FrontendState, model: str) -> None:
 async def start_generation(
     state: FrontendState, request: dict[str, Any], request_id: str, report_stages: bool = False
 ) -> tuple[ProcessorOutput, Outputs]:
-    """Admit the request and return its first output and the rest.
+    """For routes that shape their own answer: admit a chat request, return its first output
+    and the rest.
 
     The caller must `release` the rest once done with it; on an error raised
     from here, nothing is left to release. With `report_stages`, outputs
     carrying a `stage` (and no text) come before and between the answer's.
     """
-    state.admission.admit()
-    state.metrics.in_flight.inc()
-    stream = processor_stream(state, request, request_id, report_stages)
+    await admit(state)
+    stream = processor_stream(state, "chat", request, request_id, report_stages)
     try:
         first = await anext(stream)
     except ServiceError:
@@ -58,23 +110,109 @@ async def start_generation(
     return first, stream
 
 
-async def release(state: FrontendState, stream: Outputs) -> None:
-    await stream.aclose()  # type: ignore[attr-defined]
-    state.admission.leave()
-    state.metrics.in_flight.dec()
+async def relay(
+    state: FrontendState, first: asyncio.Future[ProcessorOutput], rest: Outputs, chunks: Chunks
+) -> AsyncIterator[str]:
+    """The SSE stream: keep-alive comments until the first output, the route's chunks, then
+    `[DONE]`; an error after the response started travels as an error event."""
+    status, reason = 200, None
+    try:
+        while not first.done():
+            await asyncio.wait({first}, timeout=state.keepalive_s)
+            if not first.done():
+                yield sse.KEEPALIVE
+        async for event in chunks(first.result(), rest):
+            yield event
+        yield sse.DONE
+    except ServiceError as error:
+        status, reason = error.status, error.code or error.type
+        yield sse.event(error_body(error))
+        yield sse.DONE
+    except asyncio.CancelledError:
+        status, reason = CLIENT_GONE, "client_gone"  # closing `rest` cancels the work downstream
+        raise
+    finally:
+        state.metrics.answered(status, reason)
+        await release(state, rest, first)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result, or ClientGone (with `work` cancelled) once the client disconnects."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            raise ClientGone
+        return task.result()
+    finally:
+        for pending in (task, gone):
+            pending.cancel()
+        await asyncio.gather(task, gone, return_exceptions=True)
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body was read already: nothing else comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def release(
+    state: FrontendState, rest: Outputs, first: asyncio.Future[ProcessorOutput] | None = None
+) -> None:
+    """Close the request's stream (cancelling what is left of it downstream) and its slot.
+
+    This also runs while a cancelled response unwinds, where any await may be
+    cancelled again; the closing runs as its own task, so it finishes anyway.
+    """
+    closing = asyncio.ensure_future(_close(state, rest, first))
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+    await asyncio.shield(closing)
+
+
+_closing: set[asyncio.Future[None]] = set()  # strong references until each has finished
+
+
+async def _close(
+    state: FrontendState, rest: Outputs, first: asyncio.Future[ProcessorOutput] | None
+) -> None:
+    try:
+        if first is not None and not first.done():
+            first.cancel()
+            await asyncio.wait({first})
+        await rest.aclose()  # type: ignore[attr-defined]
+    finally:
+        state.admission.leave()
+        state.metrics.in_flight.dec()
 
 
 def finish(state: FrontendState, request_id: str, error: ServiceError) -> JSONResponse:
-    state.metrics.requests.labels(status=str(error.status)).inc()
+    state.metrics.answered(error.status, error.code or error.type)
     return error_response(error, request_id)
 
 
+async def admit(state: FrontendState) -> None:
+    """Wait for a slot (timed as queue time), then count the request running."""
+    started = time.perf_counter()
+    await state.admission.admit()
+    state.metrics.queue_time.observe(time.perf_counter() - started)
+    state.metrics.in_flight.inc()
+
+
 async def processor_stream(
-    state: FrontendState, body: dict[str, Any], request_id: str, report_stages: bool = False
+    state: FrontendState,
+    kind: str,
+    body: dict[str, Any],
+    request_id: str,
+    report_stages: bool = False,
 ) -> AsyncIterator[ProcessorOutput]:
-    """The request's outputs from a Processor, timed for TTFT and inter-token latency."""
+    """The request's outputs from a Processor, every choice's, timed for TTFT and ITL."""
     metrics = state.metrics
-    request = ProcessorRequest(request_id=request_id, request=body, report_stages=report_stages)
+    request = ProcessorRequest(
+        request_id=request_id, kind=kind, request=body, report_stages=report_stages
+    )
+    finished: set[int] = set()
     started = last = time.perf_counter()
     first = True
     upstream = state.upstream("chat").stream(
@@ -92,9 +230,47 @@ async def processor_stream(
                     metrics.itl.observe((tick - last) / len(out.token_ids))
                 last = tick
             if out.finish_reason is not None:
-                metrics.prompt_tokens.inc(out.prompt_tokens)
-                metrics.completion_tokens.inc(out.completion_tokens)
+                finished.add(out.index)
+            if len(finished) == out.choices:
+                metrics.e2e.observe(tick - started)
+                metrics.prompt_tokens.inc(out.usage_prompt_tokens)
+                metrics.completion_tokens.inc(out.usage_completion_tokens)
             yield out
-            if out.finish_reason is not None:
+            if len(finished) == out.choices:
                 return
     raise ServiceError("the graph ended the answer without a finish reason; retry the request")
+
+
+async def all_outputs(first: ProcessorOutput, rest: Outputs) -> AsyncIterator[ProcessorOutput]:
+    """The first output, then the rest until every choice has finished."""
+    yield first
+    out = first
+    finished = {first.index} if first.finish_reason is not None else set()
+    while len(finished) < out.choices:
+        out = await anext(rest)
+        if out.finish_reason is not None:
+            finished.add(out.index)
+        yield out
+
+
+async def by_choice(
+    first: Awaitable[ProcessorOutput], rest: Outputs
+) -> list[list[ProcessorOutput]]:
+    """Every output, grouped by choice index, for a whole (non-streamed) answer."""
+    head = await first
+    outputs = [out async for out in all_outputs(head, rest)]
+    return [[out for out in outputs if out.index == i] for i in range(head.choices)]
+
+
+def usage(out: ProcessorOutput) -> Usage:
+    """The request's usage as of `out`."""
+    return Usage(
+        prompt_tokens=out.usage_prompt_tokens,
+        completion_tokens=out.usage_completion_tokens,
+        total_tokens=out.usage_prompt_tokens + out.usage_completion_tokens,
+    )
+
+
+def final_usage(choices: list[list[ProcessorOutput]]) -> Usage:
+    """The usage of a finished request: the last output of all carries the totals."""
+    return usage(max((outs[-1] for outs in choices), key=lambda o: o.usage_completion_tokens))

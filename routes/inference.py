@@ -196,7 +196,7 @@ async def answer(
             if out.finish_reason is not None:
                 break
             out = await anext(rest)
-        state.metrics.requests.labels(status="200").inc()
+        state.metrics.answered(200)
         response = seen.response(state.model_name, out)
         return JSONResponse(response.model_dump(), headers={"x-request-id": request_id})
     finally:
@@ -298,7 +298,7 @@ async def stream_events(
         status = "499"
         raise
     finally:
-        state.metrics.requests.labels(status=status).inc()
+        state.metrics.answered(status)
 
 
 class ClosingStream(StreamingResponse):

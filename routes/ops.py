@@ -31,5 +31,5 @@ async def health(request: Request) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     state = frontend(request)
-    body, content_type = state.metrics.render(await state.worker_stats())
+    body, content_type = state.metrics.render(await state.worker_stats(), state.admission.queued)
     return Response(body, media_type=content_type)

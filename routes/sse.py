@@ -13,3 +13,7 @@ DONE = "data: [DONE]\n\n"
 def event(payload: BaseModel | dict[str, Any]) -> str:
     data = payload.model_dump_json() if isinstance(payload, BaseModel) else json.dumps(payload)
     return f"data: {data}\n\n"
+
+
+# A comment line: clients ignore it, proxies see bytes flowing and keep the connection.
+KEEPALIVE = ": keep-alive\n\n"

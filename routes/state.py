@@ -75,6 +75,8 @@ class FrontendState:
     metrics: FrontendMetrics
     apps: AppSettings = field(default_factory=AppSettings)
     started_at: float = field(default_factory=time.time)
+    keepalive_s: float = 15.0
+    """SSE comment interval while a stream waits for its first token."""
 
     def upstream(self, model_type: str) -> Upstream:
         """The client of the component serving `model_type`, or a 404 naming what is served."""

@@ -112,7 +112,7 @@ async def download_video(
 async def generate_video(body: VideoGenerationsBody, request: Request) -> JSONResponse:
     state, jobs = frontend(request), video_jobs(request)
     started = time.perf_counter()
-    state.admission.admit()
+    await state.admission.admit()
     try:
         job, stream = await jobs.submit(jobs.model(body.model), _generation_fields(body), None)
         job = await jobs.wait(job, stream)

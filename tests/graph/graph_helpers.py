@@ -47,6 +47,13 @@ class Reference:
             out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
         return out[0, inputs["input_ids"].shape[1] :].tolist()
 
+    def greedy_text(self, prompt: str, max_tokens: int) -> list[int]:
+        """A plain text prompt, no chat template (what /v1/completions runs)."""
+        inputs = self.processor.tokenizer(prompt, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+        return out[0, inputs["input_ids"].shape[1] :].tolist()
+
 
 def user_message(text: str, urls: list[str]) -> list[dict]:
     """One user turn: the text first, then each video, as the reference renders it."""
@@ -91,9 +98,13 @@ def worker_stat(graph: RunningGraph, component: str, stat: str) -> float:
     return sum(worker_stats(graph, component, stat).values())
 
 
+RUNNING = 'vidgraph:num_requests_running{model_name="tiny"}'  # requests in flight
+
+
 def metric(graph: RunningGraph, name: str) -> float:
+    """One sample from /metrics, named with its labels as Prometheus prints it."""
     body = httpx.get(f"{graph.base_url}/metrics").text
-    return float(re.search(rf"^{name} (\S+)$", body, flags=re.M).group(1))
+    return float(re.search(rf"^{re.escape(name)} (\S+)$", body, flags=re.M).group(1))
 
 
 def start_graph(

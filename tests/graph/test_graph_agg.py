@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import openai
 import pytest
 from graph_helpers import (
     MAX_TOKENS,
+    RUNNING,
     Reference,
     ask,
     data_url,
@@ -23,6 +26,7 @@ from graph_helpers import (
     user_message,
     worker_stat,
 )
+from openai_fields import COMPANIONS, HI, HONOURED, REFUSED, openai_chat_fields
 
 from graphs.serve import ROOT, RunningGraph, free_port
 
@@ -127,7 +131,24 @@ def chat(messages: list[dict], **fields: object) -> dict:
 ERRORS = {
     "malformed json": (None, b'{"model": "tiny", "messages": [', 400),
     "no messages": ({"model": "tiny"}, None, 400),
-    "n above 1": (chat(user_message("hi", []), n=2), None, 400),
+    "n above 16": (chat(user_message("hi", []), n=17), None, 400),
+    "tools without a tool template": (
+        chat(user_message("hi", []), tools=[{"type": "function"}]),
+        None,
+        400,
+    ),
+    "a field neither OpenAI nor vLLM defines": (
+        chat(user_message("hi", []), colour="red"),
+        None,
+        400,
+    ),
+    "a special token typed as text": (chat(user_message("what is <video>?", [])), None, 400),
+    "a grammar that does not compile": (chat(user_message("hi", []), guided_regex="(("), None, 400),
+    "logit_bias beyond the vocabulary": (
+        chat(user_message("hi", []), logit_bias={"99999": 1}),
+        None,
+        400,
+    ),
     "unknown model": ({**chat(user_message("hi", [])), "model": "gpt-9"}, None, 404),
     "too many videos": (
         chat(user_message("hi", [f"file:///v{i}.mp4" for i in range(5)])),
@@ -172,14 +193,14 @@ def test_a_client_that_disconnects_mid_stream_frees_its_sequence(graph: RunningG
         lines = response.iter_lines()
         for _ in range(6):
             next(lines)
-        assert metric(graph, "vidgraph_requests_in_flight") == 1
+        assert metric(graph, RUNNING) == 1
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         running = worker_stat(graph, "DecodeWorker", "running_sequences")
-        if metric(graph, "vidgraph_requests_in_flight") == 0 and running == 0:
+        if metric(graph, RUNNING) == 0 and running == 0:
             break
         time.sleep(0.2)
-    assert metric(graph, "vidgraph_requests_in_flight") == 0
+    assert metric(graph, RUNNING) == 0
     assert worker_stat(graph, "DecodeWorker", "running_sequences") == 0
 
 
@@ -240,3 +261,138 @@ def test_a_frontend_with_no_live_workers_answers_503(graph: RunningGraph) -> Non
     finally:
         lonely.terminate()
         lonely.wait(30)
+
+
+def test_every_openai_and_vllm_chat_field_is_honoured_or_refused(graph: RunningGraph) -> None:
+    assert openai_chat_fields() <= set(HONOURED) | set(REFUSED), "a new OpenAI field"
+    for field, (value, check) in HONOURED.items():
+        body = {**chat(HI), "temperature": 0, field: value, **COMPANIONS.get(field, {})}
+        response = post(graph, body)
+        assert response.status_code == 200, (field, response.text)
+        if body.get("stream"):
+            assert response.text.rstrip().endswith("data: [DONE]"), field
+        elif check is not None:
+            assert check(response.json()), (field, response.json())
+    for field, value in REFUSED.items():
+        response = post(graph, {**chat(HI), field: value})
+        assert response.status_code == 400, (field, response.text)
+        assert response.json()["error"]["param"] == field, field
+
+
+def test_n_choices_share_the_request_and_greedy_ones_equal_transformers(
+    client: openai.OpenAI, reference: Reference
+) -> None:
+    answer = ask(client, user_message("Count.", []), n=3)
+    expected = reference.greedy("Count.", [], MAX_TOKENS)
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    assert all(token_ids(c.logprobs.content) == expected for c in answer.choices)
+    assert answer.usage.completion_tokens == 3 * len(expected)
+
+    seeded = client.chat.completions.create(
+        model="tiny", messages=HI, n=2, seed=11, temperature=1.0, max_tokens=MAX_TOKENS
+    )
+    again = client.chat.completions.create(
+        model="tiny", messages=HI, n=2, seed=11, temperature=1.0, max_tokens=MAX_TOKENS
+    )
+    assert [c.message.content for c in seeded.choices] == [c.message.content for c in again.choices]
+
+
+def test_text_completions_of_text_and_token_ids_equal_transformers(
+    client: openai.OpenAI, reference: Reference
+) -> None:
+    prompt = "Once upon a time"
+    expected = reference.greedy_text(prompt, MAX_TOKENS)
+    as_text = client.completions.create(
+        model="tiny",
+        prompt=prompt,
+        max_tokens=MAX_TOKENS,
+        temperature=0,
+        logprobs=2,
+        extra_body={"return_tokens_as_token_ids": True},
+    )
+    [choice] = as_text.choices
+    assert [int(t.removeprefix("token_id:")) for t in choice.logprobs.tokens] == expected
+    assert all(len(top) == 2 for top in choice.logprobs.top_logprobs)
+    ids = reference.processor.tokenizer(prompt)["input_ids"]
+    as_ids = client.completions.create(
+        model="tiny", prompt=ids, max_tokens=MAX_TOKENS, temperature=0
+    )
+    assert as_ids.choices[0].text == choice.text
+    two = client.completions.create(
+        model="tiny", prompt=[prompt, "Other"], n=2, max_tokens=2, temperature=0
+    )
+    assert [c.index for c in two.choices] == [0, 1, 2, 3]
+    assert two.choices[0].text == two.choices[1].text == choice.text[: len(two.choices[0].text)]
+
+
+def test_a_completion_stream_with_continuous_usage_counts_every_chunk(
+    client: openai.OpenAI,
+) -> None:
+    stream = client.completions.create(
+        model="tiny",
+        prompt="Hello",
+        max_tokens=5,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True, "continuous_usage_stats": True},  # type: ignore[typeddict-unknown-key]
+        extra_body={"ignore_eos": True},
+    )
+    chunks = list(stream)
+    counted = [c.usage.completion_tokens for c in chunks if c.choices]
+    assert counted == sorted(counted) and counted[-1] == 5
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.total_tokens == chunks[-1].usage.prompt_tokens + 5
+
+
+def test_a_client_that_disconnects_before_a_whole_answer_cancels_it(graph: RunningGraph) -> None:
+    """Not streamed: the frontend notices the closed connection and cancels through the graph."""
+    body = json.dumps(
+        chat(user_message("Talk for a long time.", []), max_tokens=3000, ignore_eos=True)
+    ).encode()
+    host, port = graph.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        deadline = time.monotonic() + 60
+        while worker_stat(graph, "DecodeWorker", "running_sequences") != 1:
+            assert time.monotonic() < deadline, "the request never started decoding"
+            time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = worker_stat(graph, "DecodeWorker", "running_sequences")
+        if metric(graph, RUNNING) == 0 and running == 0:
+            break
+        time.sleep(0.2)
+    assert metric(graph, RUNNING) == 0
+    assert worker_stat(graph, "DecodeWorker", "running_sequences") == 0
+
+
+def test_models_lists_the_context_length_and_modalities(graph: RunningGraph) -> None:
+    [card] = httpx.get(f"{graph.base_url}/v1/models").json()["data"]
+    assert card["max_model_len"] == 4096
+    assert card["modalities"] == ["text", "image", "video"]
+
+
+def test_metrics_use_vllm_names_with_the_model_and_time_every_stage(
+    graph: RunningGraph, client: openai.OpenAI, video: Callable[[int], Path]
+) -> None:
+    ask(client, user_message("Describe.", [data_url(video(7))]))
+    assert post(graph, {**chat(HI), "model": "gpt-9"}).status_code == 404
+    model = 'model_name="tiny"'
+    assert metric(graph, f"vidgraph:time_to_first_token_seconds_count{{{model}}}") >= 1
+    assert metric(graph, f"vidgraph:e2e_request_latency_seconds_count{{{model}}}") >= 1
+    assert metric(graph, f"vidgraph:generation_tokens_total{{{model}}}") >= 1
+    not_found = f'vidgraph:request_errors_total{{{model},reason="model_not_found",status="404"}}'
+    assert metric(graph, not_found) >= 1
+    assert 0 <= metric(graph, f"vidgraph:kv_cache_usage_perc{{{model}}}") <= 1
+    assert metric(graph, f"vidgraph:prefix_cache_queries_total{{{model}}}") >= 1
+    for component, stage in [
+        ("EncodeWorker", "fetch"),
+        ("EncodeWorker", "decode"),
+        ("EncodeWorker", "encode"),
+        ("DecodeWorker", "embedding_transfer"),
+    ]:
+        labels = f'component="{component}",{model},stage="{stage}"'
+        assert metric(graph, f"vidgraph:stage_duration_seconds_count{{{labels}}}") >= 1, stage

@@ -18,6 +18,7 @@ from graph_helpers import (
     MAX_TOKENS,
     Reference,
     ask,
+    metric,
     start_graph,
     token_ids,
     user_message,
@@ -246,3 +247,25 @@ def test_an_encode_worker_added_while_serving_is_used(
     finally:
         extra.terminate()
         extra.wait(60)
+
+
+def test_a_grammar_holds_across_the_prefill_to_decode_handoff(
+    client: openai.OpenAI, graph: RunningGraph
+) -> None:
+    """The prefill worker samples the first token under the grammar; the decode worker's
+    matcher catches up from it and keeps the rest inside the grammar too."""
+    before = worker_stat(graph, "DecodeWorker", "remote_prefills")
+    answer = client.chat.completions.create(
+        model="tiny",
+        messages=user_message(LONG_TEXT, []),
+        max_tokens=12,
+        temperature=0,
+        extra_body={"structured_outputs": {"regex": "(yes|no)( maybe)+"}},
+    )
+    text = answer.choices[0].message.content
+    assert worker_stat(graph, "DecodeWorker", "remote_prefills") == before + 1
+    assert text.startswith(("yes maybe", "no maybe")), text
+    assert set(text.removeprefix("yes").removeprefix("no").split()) == {"maybe"}, text
+    for component, stage in [("PrefillWorker", "prefill"), ("DecodeWorker", "kv_transfer")]:
+        labels = f'component="{component}",model_name="tiny",stage="{stage}"'
+        assert metric(graph, f"vidgraph:stage_duration_seconds_count{{{labels}}}") >= 1, stage

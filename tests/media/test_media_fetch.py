@@ -136,20 +136,36 @@ async def test_the_loopback_server_is_refused_without_the_test_opt_ins(media_ser
     assert error.rule == "allow-private-ips"
 
 
-@pytest.mark.parametrize("status", [404, 500])
-async def test_http_errors_name_the_status(
-    media_server, loopback_options: Options, status: int
+@pytest.mark.parametrize(("status", "answer"), [(404, 400), (500, 502)])
+async def test_http_errors_name_the_status_and_a_failing_host_is_a_502(
+    media_server, loopback_options: Options, status: int, answer: int
 ) -> None:
     error = await _refusal(f"{media_server.base}/status/{status}", loopback_options())
-    assert error.rule == "http-status"
+    assert (error.rule, error.status, error.upstream) == ("http-status", answer, answer == 502)
     assert f"HTTP {status}" in error.message
+
+
+async def test_a_refused_connection_and_a_failed_lookup_are_502(
+    loopback_options: Options,
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    error = await _refusal(f"http://127.0.0.1:{closed}/v.mp4", loopback_options())
+    assert (error.rule, error.status) == ("fetch", 502)
+
+    async def no_dns(host: str, port: int) -> list[str]:
+        raise OSError("Name or service not known")
+
+    error = await _refusal("http://media.example/v.mp4", loopback_options(), no_dns)
+    assert (error.rule, error.status) == ("dns", 502)
 
 
 async def test_a_server_that_does_not_answer_in_time_times_out(
     media_server, loopback_options: Options
 ) -> None:
     error = await _refusal(f"{media_server.base}/slow?s=1.5", loopback_options(timeout_ms=300))
-    assert error.rule == "timeout-ms"
+    assert (error.rule, error.status) == ("timeout-ms", 504)
 
 
 async def test_timeout_bounds_the_whole_download_not_each_read(

@@ -59,6 +59,7 @@ def graph(
         f"--etcd={etcd.address}",
         f"--EncodeWorker.allowed-local-media-path={media_dir}",
         f"--Frontend.max-inflight={MAX_INFLIGHT}",
+        "--Frontend.max-queued=0",  # beyond max-inflight: 429 at once (the admission test)
         *(f"--{name}.workers={count}" for name, count in WORKERS.items() if name != "Frontend"),
         "--PrefillWorker.kv-lease-s=5",
         "--EncodeWorker.read-lease-s=5",

@@ -111,7 +111,8 @@ def worker_stats(base_url: str, stat: str) -> dict[tuple[str, str], float]:
 
 def frontend_in_flight(base_url: str) -> float:
     body = httpx.get(f"{base_url}/metrics", timeout=10).text
-    return float(re.search(r"^vidgraph_requests_in_flight (\S+)$", body, flags=re.M).group(1))
+    pattern = r'^vidgraph:num_requests_running\{model_name="tiny"\} (\S+)$'
+    return float(re.search(pattern, body, flags=re.M).group(1))
 
 
 def frontend_finished(base_url: str) -> float:

@@ -57,7 +57,8 @@ def test_logs_hold_no_key_and_no_url_credentials(keyed: ExtraFrontend, graph: Ru
         headers={"Authorization": f"Bearer {KEY}"},
         timeout=60,
     )
-    assert 400 <= answer.status_code < 500, answer.text
+    # 400 where example.com resolves (it has no such file), 502 where DNS is unreachable.
+    assert answer.status_code in (400, 502), answer.text
     for log in (keyed.log(), graph.log()):
         assert KEY not in log
         assert CREDENTIAL not in log

@@ -209,7 +209,7 @@ def test_etcd_restart_while_requests_flow(
 
 
 def test_beyond_max_inflight_is_429_with_retry_after(graph: RunningGraph, media_dir: Path) -> None:
-    """Admission control: a burst of twice the limit is answered or told to retry, never queued."""
+    """Admission without a queue (max-queued 0): a burst of twice the limit is answered or 429."""
     for component in WORKERS:
         wait_whole(graph, component)  # an earlier test's victim may still be being replaced
     bodies = [{**chat_body(media_dir, i), "stream": False} for i in range(2 * MAX_INFLIGHT)]
