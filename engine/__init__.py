@@ -1,4 +1,7 @@
-"""The LLaVA-NeXT-Video engine: encode videos, prefill, decode with continuous batching.
+"""The native engine: paged KV, chunked prefill mixed with decodes, prefix caching.
+
+Model families live in `engine/models/` behind one interface; the rest (block
+manager, scheduler, KV cache, attention, runner, sampler) knows no model.
 
 engine = Engine.load(resolve_model("tiny"), device="cpu", dtype="float32")
 embeddings = engine.encode_video(frames)
