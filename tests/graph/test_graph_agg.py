@@ -117,6 +117,20 @@ def test_a_repeated_video_hits_the_embedding_cache(
     assert second.choices[0].message.content == first.choices[0].message.content
 
 
+def test_a_second_question_on_the_same_video_reuses_its_prefilled_kv_blocks(
+    client: openai.OpenAI, graph: RunningGraph, video: Callable[[int], Path]
+) -> None:
+    url = f"file://{video(41)}"
+    first = ask(client, user_message("What happens first?", [url]))
+    hits = worker_stat(graph, "DecodeWorker", "prefix_cache_hit_tokens")
+
+    ask(client, user_message("And what happens then?", [url]))
+
+    # The prompt up to the end of the video is the same: its full blocks are not computed.
+    reused = worker_stat(graph, "DecodeWorker", "prefix_cache_hit_tokens") - hits
+    assert reused >= first.usage.prompt_tokens // 2
+
+
 def post(graph: RunningGraph, body: object, raw: bytes | None = None) -> httpx.Response:
     url = f"{graph.base_url}/v1/chat/completions"
     if raw is not None:
