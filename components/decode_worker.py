@@ -190,7 +190,11 @@ class DecodeWorker(Component):
         if reply.finish_reason is not None:
             return
         steps = self.engine.generate_prefilled(
-            ctx.request_id, req.prompt_token_ids, reply.first_token, SequenceKV(kv), sampling
+            ctx.request_id,
+            req.prompt_token_ids,
+            reply.first_token,
+            SequenceKV(kv, reply.rope_delta),
+            sampling,
         )
         async for step in steps:
             yield token_output(step, sampling)

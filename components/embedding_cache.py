@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 if TYPE_CHECKING:
-    import torch
-
+    from engine.models import MediaEmbedding
     from media import VideoSampling
 
 
@@ -34,12 +33,12 @@ class EmbeddingCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._entries: OrderedDict[str, MediaEmbedding] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> torch.Tensor | None:
+    def get(self, key: str) -> MediaEmbedding | None:
         tensor = self._entries.get(key)
         if tensor is None:
             self.misses += 1
@@ -48,7 +47,7 @@ class EmbeddingCache:
         self.hits += 1
         return tensor
 
-    def put(self, key: str, tensor: torch.Tensor) -> None:
+    def put(self, key: str, tensor: MediaEmbedding) -> None:
         """Keeps `tensor` unless it alone is over the budget; evicts the least recently used."""
         size = self._nbytes(tensor)
         if size > self.max_bytes:
@@ -62,8 +61,9 @@ class EmbeddingCache:
             self.bytes -= self._nbytes(evicted)
 
     @staticmethod
-    def _nbytes(tensor: torch.Tensor) -> int:
-        return tensor.numel() * tensor.element_size()
+    def _nbytes(item: MediaEmbedding) -> int:
+        tensors = [item.embeddings, *item.features.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 T = TypeVar("T")

@@ -21,8 +21,7 @@ from protocol.messages import EncodeRequest, EncodeResponse, MediaRef, StageUpda
 from runtime import Client
 
 if TYPE_CHECKING:
-    import torch
-
+    from engine.models import MediaEmbedding
     from transport import Connector
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ class EmbeddingSource:
         media_io_kwargs: dict[str, dict[str, Any]] | None,
         deadline_s: float,
         report: Report | None = None,
-    ) -> list[torch.Tensor]:
+    ) -> list[MediaEmbedding]:
         return list(
             await asyncio.gather(
                 *(
@@ -60,7 +59,8 @@ class EmbeddingSource:
         media_io_kwargs: dict[str, dict[str, Any]] | None,
         deadline_s: float,
         report: Report | None,
-    ) -> torch.Tensor:
+    ) -> MediaEmbedding:
+        from engine.models import MediaEmbedding
         from transport import RdmaMetadata, TransferError
 
         request = EncodeRequest(
@@ -75,15 +75,21 @@ class EmbeddingSource:
             try:
                 with self.times.time("embedding_transfer"):
                     metadata = RdmaMetadata.from_dict(reply.embeddings)
-                    [embeddings] = await self.transport.read(metadata)
+                    tensors = await self.transport.read(metadata)
             except TransferError as error:
                 # The buffer could not be read (its producer died, or its NIXL agent
                 # was rebuilt): ask again; the router may pick another encode worker.
                 log.warning("reading embeddings for %s failed: %s", request_id, error)
                 failure = error
                 continue
-            self.bytes_read += embeddings.numel() * embeddings.element_size()
-            return embeddings
+            self.bytes_read += sum(t.numel() * t.element_size() for t in tensors)
+            return MediaEmbedding(
+                tensors[0],
+                reply.modality,
+                features=dict(zip(reply.features, tensors[1:], strict=True)),
+                grid=reply.grid,
+                expansion=reply.expansion,
+            )
         raise WorkerLost(f"could not read the video embeddings: {failure}") from failure
 
     async def _encode(
@@ -109,10 +115,10 @@ class EmbeddingSource:
 
 
 def check_prompt_fits(
-    prompt_token_ids: list[int], embeddings: list[torch.Tensor], max_model_len: int
+    prompt_token_ids: list[int], media: list[MediaEmbedding], max_model_len: int
 ) -> int:
     """The prompt's length with each placeholder expanded; a 400 if no token would fit after it."""
-    length = len(prompt_token_ids) - len(embeddings) + sum(e.shape[0] for e in embeddings)
+    length = len(prompt_token_ids) - len(media) + sum(m.num_prompt_tokens for m in media)
     if length + 1 > max_model_len:
         raise ServiceError(
             f"the prompt is {length} tokens with its videos; the model takes {max_model_len}; "

@@ -54,7 +54,7 @@ from protocol.messages import EncodeRequest, EncodeResponse, StageUpdate, VideoI
 from runtime import Component, Context, endpoint
 
 if TYPE_CHECKING:
-    import torch
+    from engine.models import MediaEmbedding
 
 # torch, the engine and NIXL are imported in start(): every process of the graph
 # imports this module through graphs/, and the frontend should not pay for them.
@@ -86,7 +86,7 @@ class EncodeWorker(Component):
         )
         self.fetch_slots = asyncio.Semaphore(self.config.max_concurrent_fetches)
         self.cache = EmbeddingCache(self.config.embedding_cache_mib * MiB)
-        self.flights: SingleFlight[tuple[torch.Tensor, bool, bytes]] = SingleFlight()
+        self.flights: SingleFlight[tuple[MediaEmbedding, bool, bytes]] = SingleFlight()
         self.transport = open_transport(self.config)
         self.encoded = 0
         self.times = StageTimes()
@@ -115,23 +115,34 @@ class EncodeWorker(Component):
                 param="messages",
                 code=error.rule,
             ) from error
+        tensors = [embeddings.embeddings, *embeddings.features.values()]
         readable = await self.transport.create_readable(
-            [Descriptor(embeddings)], lease_s=self.config.read_lease_s
+            [Descriptor(tensor) for tensor in tensors], lease_s=self.config.read_lease_s
         )
         yield EncodeResponse(
             embeddings=readable.metadata.to_dict(),
-            num_tokens=embeddings.shape[0],
-            num_frames=embeddings.shape[0] // self.engine.tokens_per_frame,
+            num_tokens=embeddings.num_tokens,
+            num_frames=embeddings.num_tokens // self.engine.tokens_per_frame,
             cache_hit=cache_hit,
+            modality=embeddings.modality,
+            features=list(embeddings.features),
+            grid=embeddings.grid,
+            expansion=embeddings.expansion,
         ).model_dump()
 
-    async def embed(self, req: EncodeRequest, report: Report = ignore) -> tuple[torch.Tensor, bool]:
-        """The embeddings of one video or image, from the cache when its bytes were seen before."""
+    async def embed(
+        self, req: EncodeRequest, report: Report = ignore
+    ) -> tuple[MediaEmbedding, bool]:
+        """One video or image encoded, from the cache when its bytes were seen before."""
         modality = req.media.modality
         self.config.check_enabled(modality)
         kwargs = req.media_io_kwargs or {}
-        # An image has no video sampling (and must not need video enabled to be read).
-        sampling = self.config.video_sampling(kwargs.get("video")) if modality == "video" else None
+        # An image ignores the video sampling: it must work with video disabled.
+        sampling = (
+            self.config.video_sampling(kwargs.get("video"), self.engine.model.video_sampler)
+            if modality == "video"
+            else None
+        )
         report(StageUpdate(stage="fetching"))
         how = sampling_tag(modality, sampling)
         url = req.media.url
@@ -141,13 +152,18 @@ class EncodeWorker(Component):
         if req.report_stages and modality == "video":
             # Repeated, with what was found: a caller that shared another's
             # flight heard neither `decoding` nor `encoding` from it.
-            frames = embeddings.shape[0] // self.engine.tokens_per_frame
+            frames = embeddings.num_tokens // self.engine.tokens_per_frame
             report(StageUpdate(stage="encoding", video=await self.video_info(data, frames)))
         return embeddings, hit or shared
 
     async def fetch_and_embed(
-        self, url: str, modality: str, sampling: VideoSampling | None, how: str, report: Report
-    ) -> tuple[torch.Tensor, bool, bytes]:
+        self,
+        url: str,
+        modality: str,
+        sampling: VideoSampling | None,
+        how: str,
+        report: Report,
+    ) -> tuple[MediaEmbedding, bool, bytes]:
         upload = url.startswith(self.config.upload_dir.as_uri() + "/")
         async with self.fetch_slots:
             with self.times.time("fetch"):
@@ -161,8 +177,14 @@ class EncodeWorker(Component):
         with self.times.time("decode"):
             decoded = await self.decode(data, modality, sampling)
         report(StageUpdate(stage="encoding"))
+        # Qwen3-VL writes each frame's time (index / source fps) into the prompt.
+        times = (
+            [i / decoded.source_fps for i in decoded.frame_indices] if decoded.source_fps else None
+        )
         with self.times.time("encode"):
-            embeddings = await asyncio.to_thread(self.engine.encode_video, decoded.frames)
+            embeddings = await asyncio.to_thread(
+                self.engine.encode, decoded.frames, modality, times
+            )
         self.cache.put(key, embeddings)
         self.encoded += 1
         return embeddings, False, data

@@ -95,7 +95,7 @@ class PrefillWorker(Component):
         )
         self.prefills += 1
         self.kv_bytes_exposed += kv.data.numel() * kv.data.element_size()
-        yield prefill_response(first, kv=readable.metadata.to_dict())
+        yield prefill_response(first, kv=readable.metadata.to_dict(), rope_delta=kv.rope_delta)
 
     async def run(self) -> None:
         """vLLM's counters live in its engine process: keep them fresh (see DecodeWorker.run)."""
@@ -117,8 +117,9 @@ class PrefillWorker(Component):
         }
 
 
-def prefill_response(first: StepOutput, **kv: dict[str, Any] | None) -> dict[str, Any]:
-    """The reply: the first token, and `kv` or `kv_transfer_params` to pull the KV with."""
+def prefill_response(first: StepOutput, **kv: Any) -> dict[str, Any]:
+    """The reply: the first token, and `kv` (with its `rope_delta`) or `kv_transfer_params`
+    to pull the KV with."""
     return PrefillResponse(
         first_token=first.token_id,
         first_logprobs=TokenLogprobs(logprob=first.logprob, top=first.top_logprobs),

@@ -10,7 +10,7 @@ The story of a request here:
    stream the generated token ids back, detokenized incrementally, cutting at
    stop strings (and, when the request asked for them, the graph's stage
    reports as they come); usage counts every choice, each prompt once.
-Images are sent as one-frame videos: LLaVA-NeXT-Video encodes both the same way.
+Each image or video part becomes the chat template's placeholder for its modality.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def render_messages(messages: list[ChatMessage]) -> tuple[list[dict[str, Any]], 
                 parts.append({"type": "video"})
                 media.append(MediaRef(url=part.video_url.url, modality="video"))
             else:
-                parts.append({"type": "video"})
+                parts.append({"type": "image"})
                 media.append(MediaRef(url=part.image_url.url, modality="image"))
         rendered.append({"role": message.role, "content": parts})
     return rendered, media

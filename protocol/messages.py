@@ -162,12 +162,22 @@ class EncodeRequest(BaseModel):
 
 
 class EncodeResponse(BaseModel):
-    """Where to read the embeddings from; the encode worker frees them once read."""
+    """Where to read the embeddings from; the encode worker frees them once read.
+
+    The readable holds the embeddings, then one tensor per name in `features` (a
+    family's per-token extras, e.g. Qwen3-VL's DeepStack features). `grid` and
+    `expansion` are the rest of the family's `MediaEmbedding` (M-RoPE grid; the
+    tokens that replace the placeholder, e.g. Qwen3-VL's frame timestamps).
+    """
 
     embeddings: dict[str, Any]
     num_tokens: int
     num_frames: int
     cache_hit: bool
+    modality: Literal["video", "image"] = "video"
+    features: list[str] = Field(default_factory=list)
+    grid: tuple[int, int, int] | None = None
+    expansion: list[int] | None = None
 
 
 # DecodeWorker -> PrefillWorker (disaggregated graph)
@@ -188,3 +198,5 @@ class PrefillResponse(BaseModel):
     kv: dict[str, Any] | None = None
     # `engine: vllm`: what vLLM's NixlConnector on the decode side pulls the KV with.
     kv_transfer_params: dict[str, Any] | None = None
+    # Where positions continue after the prompt (M-RoPE); the decode side needs it.
+    rope_delta: int = 0

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from components.embedding_cache import EmbeddingCache, SingleFlight
+from engine.models import MediaEmbedding
 
 
-def _rows(n: int) -> torch.Tensor:
-    return torch.zeros(n, 4, dtype=torch.float32)  # 16 bytes a row
+def _rows(n: int) -> MediaEmbedding:
+    return MediaEmbedding(torch.zeros(n, 4, dtype=torch.float32))  # 16 bytes a row
 
 
 def test_evicts_least_recently_used_by_bytes() -> None:

@@ -1,0 +1,168 @@
+"""Qwen3-VL through the aggregated graph: tokens equal `generate()` on the frames the graph
+samples (qwen-vl-utils' way), images first-class, bad media refused naming the part."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+import torch
+from graph_helpers import token_ids
+from PIL import Image
+from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
+from transformers.video_utils import VideoMetadata
+
+from engine import resolve_model
+from graphs.serve import ROOT, RunningGraph, serve_graph
+from media import MediaOptions, decode_image_sync, decode_video_sync
+
+# configs/agg-qwen3vl.yaml's EncodeWorker sampling
+SAMPLING = MediaOptions(fps=2.0, min_pixels=4096, max_pixels=16384)
+MAX_TOKENS = 16
+
+
+class QwenReference:
+    def __init__(self, model_dir: Path) -> None:
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        self.model = Qwen3VLForConditionalGeneration.from_pretrained(model_dir).eval()
+
+    def greedy(self, text: str, videos: list[Path], images: list[Path], max_tokens: int):
+        content = [{"type": "text", "text": text}]
+        content += [{"type": "image"} for _ in images] + [{"type": "video"} for _ in videos]
+        prompt = self.processor.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        kwargs: dict = {}
+        if images:
+            kwargs["images"] = [
+                decode_image_sync(p.read_bytes(), SAMPLING).frames[0] for p in images
+            ]
+        if videos:
+            decoded = [
+                decode_video_sync(p.read_bytes(), SAMPLING.video_sampling(None, "qwen-vl"))
+                for p in videos
+            ]
+            kwargs["videos"] = [d.frames for d in decoded]
+            kwargs["video_metadata"] = [
+                VideoMetadata(
+                    total_num_frames=len(d.frames), fps=d.source_fps, frames_indices=d.frame_indices
+                )
+                for d in decoded
+            ]
+            kwargs["do_sample_frames"] = False
+        inputs = self.processor(text=[prompt], return_tensors="pt", **kwargs)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
+        return out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(model_dir: Path) -> Path:
+    assert os.environ["VIDGRAPH_CACHE"]  # model_dir points the cache at the session's
+    return Path(resolve_model("tiny-qwen3-vl"))
+
+
+@pytest.fixture(scope="module")
+def graph(qwen_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
+    with serve_graph(
+        "graphs.agg",
+        ROOT / "configs" / "agg-qwen3vl.yaml",
+        f"--EncodeWorker.allowed-local-media-path={media_dir}",
+        log_path=tmp_path_factory.mktemp("agg-qwen3vl") / "serve.log",
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def qwen(qwen_dir: Path) -> QwenReference:
+    return QwenReference(qwen_dir)
+
+
+@pytest.fixture(scope="module")
+def image(media_dir: Path) -> Callable[[int], Path]:
+    def make(seed: int) -> Path:
+        path = media_dir / f"image-{seed}.png"
+        pixels = np.random.default_rng(seed).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path)
+        return path
+
+    return make
+
+
+def _message(text: str, videos: list[Path], images: list[Path]) -> list[dict]:
+    parts: list[dict] = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": f"file://{p}"}} for p in images]
+    parts += [{"type": "video_url", "video_url": {"url": f"file://{p}"}} for p in videos]
+    return [{"role": "user", "content": parts}]
+
+
+def _ask(client: openai.OpenAI, messages: list[dict], max_tokens: int = MAX_TOKENS, **kwargs):
+    return client.chat.completions.create(
+        model="tiny-qwen3-vl",
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=0,
+        logprobs=True,
+        extra_body={"return_tokens_as_token_ids": True},
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize(
+    ("videos", "images"), [([1], []), ([], [1]), ([], [1, 2]), ([], []), ([2], [3])]
+)
+def test_greedy_tokens_equal_generate(videos, images, client, qwen, video, image) -> None:
+    clips, pictures = [video(s) for s in videos], [image(s) for s in images]
+    expected = qwen.greedy("Describe it.", clips, pictures, MAX_TOKENS)
+    answer = _ask(client, _message("Describe it.", clips, pictures))
+    assert token_ids(answer.choices[0].logprobs.content) == expected
+
+
+def test_two_videos_give_different_tokens(client, video) -> None:
+    first = _ask(client, _message("Describe it.", [video(1)], []))
+    second = _ask(client, _message("Describe it.", [video(2)], []))
+    assert token_ids(first.choices[0].logprobs.content) != token_ids(
+        second.choices[0].logprobs.content
+    )
+
+
+def test_a_long_generation_after_a_video_streams_the_same_tokens(client, qwen, video) -> None:
+    expected = qwen.greedy("Describe it.", [video(5)], [], 64)
+    chunks = list(
+        _ask(client, _message("Describe it.", [video(5)], []), max_tokens=64, stream=True)
+    )
+    streamed = [
+        t
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for t in token_ids(c.choices[0].logprobs.content)
+    ]
+    assert streamed == expected
+
+
+@pytest.mark.parametrize(
+    ("part", "kwargs", "named"),
+    [
+        ("not-an-image", None, "image could not be read"),
+        ("video", {"video": {"total_pixels": 1000}}, "total_pixels"),
+        ("video", {"video": {"frames_per_second": 2}}, "frames_per_second"),
+    ],
+)
+def test_bad_media_is_a_400_naming_the_part(part, kwargs, named, client, video, media_dir) -> None:
+    if part == "not-an-image":
+        bogus = media_dir / "bogus.png"
+        bogus.write_bytes(b"this is not a png" * 10)
+        messages = _message("What?", [], [bogus])
+    else:
+        messages = _message("What?", [video(1)], [])
+    extra = {"return_tokens_as_token_ids": True} | ({"media_io_kwargs": kwargs} if kwargs else {})
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="tiny-qwen3-vl", messages=messages, max_tokens=4, extra_body=extra
+        )
+    assert named in caught.value.message
+    assert _ask(client, _message("Still there?", [], []), max_tokens=2).choices
