@@ -34,7 +34,7 @@ def test_media_parts_become_placeholders_in_prompt_order() -> None:
     assert messages[1]["content"] == [
         {"type": "video"},
         {"type": "text", "text": "and"},
-        {"type": "video"},
+        {"type": "image"},
     ]
     assert [(m.url, m.modality) for m in media] == [
         ("https://a/1.mp4", "video"),
