@@ -70,8 +70,8 @@ def _hf_tokens(hf, processor, images, videos, max_tokens=24) -> list[int]:
     return out[0, inputs["input_ids"].shape[1] :].tolist()
 
 
-@pytest.mark.parametrize("images", [0, 1, 2])
-def test_image_and_text_prompts_match_generate(family, images) -> None:
+@pytest.mark.parametrize("images", [1, 2])  # text only: the graph tests
+def test_image_prompts_match_generate(family, images) -> None:
     _, _, engine, hf, processor = family
     shown = IMAGES[:images]
     assert _engine_tokens(engine, processor, shown, []) == _hf_tokens(hf, processor, shown, [])
@@ -83,16 +83,12 @@ def test_two_different_images_give_different_tokens(family) -> None:
     assert first != _engine_tokens(engine, processor, [IMAGES[1]], [])
 
 
-def test_qwen3_vl_video_and_image_prompts_match_generate(family) -> None:
+def test_qwen3_vl_image_and_video_prompt_matches_generate(family) -> None:
     name, _, engine, hf, processor = family
     if name != "qwen3-vl":
         pytest.skip("videos with timestamps are Qwen3-VL's")
-    for images, videos in [([], VIDEOS[:1]), (IMAGES[:1], VIDEOS[1:])]:
-        ours = _engine_tokens(engine, processor, images, videos, max_tokens=40)
-        assert ours == _hf_tokens(hf, processor, images, videos, max_tokens=40)
-    assert _engine_tokens(engine, processor, [], VIDEOS[:1]) != _engine_tokens(
-        engine, processor, [], VIDEOS[1:]
-    )
+    ours = _engine_tokens(engine, processor, IMAGES[:1], VIDEOS[1:])
+    assert ours == _hf_tokens(hf, processor, IMAGES[:1], VIDEOS[1:])
 
 
 def test_qwen3_vl_positions_continue_after_a_kv_handoff(family) -> None:
@@ -105,7 +101,7 @@ def test_qwen3_vl_positions_continue_after_a_kv_handoff(family) -> None:
     )
     ids = processor.tokenizer(text)["input_ids"]
     video = engine.encode(VIDEOS[0], "video", [i / FPS for i in VIDEO_INDICES])
-    sampling = SamplingParams(max_tokens=64, temperature=0.0, ignore_eos=True)
+    sampling = SamplingParams(max_tokens=48, temperature=0.0, ignore_eos=True)
     prefill = Engine.load(path, max_num_seqs=0, max_model_len=1024)
     first, kv = prefill.prefill_export("p", ids, [video], sampling)
     assert kv.rope_delta < 0
@@ -113,9 +109,9 @@ def test_qwen3_vl_positions_continue_after_a_kv_handoff(family) -> None:
     tokens = [first.token_id]
     while engine.has_unfinished():
         tokens += [out.token_id for out in engine.step()]
-    expected = _hf_tokens(hf, processor, [], VIDEOS[:1], max_tokens=64)
+    expected = _hf_tokens(hf, processor, [], VIDEOS[:1], max_tokens=48)
     assert tokens[: len(expected)] == expected
-    assert len(expected) > 32  # long enough that a wrong position would have shown
+    assert len(expected) > 24  # long enough that a wrong position would have shown
 
 
 def test_a_saved_family_loads_its_vision_part_alone(family) -> None:

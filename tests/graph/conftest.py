@@ -10,9 +10,11 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import openai
 import pytest
 from graph_helpers import Reference
+from PIL import Image
 
 from engine import resolve_model
 from graphs.serve import RunningGraph
@@ -45,6 +47,20 @@ def video(media_dir: Path) -> Callable[[int], Path]:
         path = media_dir / f"sample-{seed}.mp4"
         if not path.exists():
             write_sample_video(path, seconds=1.5, fps=8, width=80, height=48, seed=seed)
+        return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def image(media_dir: Path) -> Callable[[int], Path]:
+    """`image(seed)`: a 96x64 PNG of noise that depends on `seed`."""
+
+    def make(seed: int) -> Path:
+        path = media_dir / f"image-{seed}.png"
+        if not path.exists():
+            pixels = np.random.default_rng(seed).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(path)
         return path
 
     return make

@@ -62,6 +62,28 @@ def user_message(text: str, urls: list[str]) -> list[dict]:
     return [{"role": "user", "content": parts}]
 
 
+def media_message(text: str, videos: list[Path], images: list[Path]) -> list[dict]:
+    """One user turn: the text, then each image, then each video, as local files."""
+    parts: list[dict] = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": f"file://{p}"}} for p in images]
+    parts += [{"type": "video_url", "video_url": {"url": f"file://{p}"}} for p in videos]
+    return [{"role": "user", "content": parts}]
+
+
+def ask_model(client: openai.OpenAI, model: str, messages: list[dict], max_tokens: int, **kwargs):
+    """A greedy chat completion from `model` with token ids in its logprobs."""
+    extra = {"return_tokens_as_token_ids": True, **kwargs.pop("extra_body", {})}
+    return client.chat.completions.create(
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens,
+        temperature=0,
+        logprobs=True,
+        extra_body=extra,
+        **kwargs,
+    )
+
+
 def token_ids(logprobs_content: list) -> list[int]:
     """Token ids from logprobs requested with vLLM's `return_tokens_as_token_ids`."""
     ids = []
@@ -108,14 +130,20 @@ def metric(graph: RunningGraph, name: str) -> float:
 
 
 def start_graph(
-    name: str, media_dir: Path, tmp_path_factory: pytest.TempPathFactory, *overrides: str
+    name: str,
+    media_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    *overrides: str,
+    config: str | None = None,
 ) -> Iterator[RunningGraph]:
-    """`graphs.NAME` with `configs/NAME.yaml`, its encode workers allowed to read `media_dir`."""
+    """`graphs.NAME` with `configs/CONFIG.yaml` (default NAME), its encode workers allowed to
+    read `media_dir`."""
+    config = config or name
     with serve_graph(
         f"graphs.{name}",
-        ROOT / "configs" / f"{name}.yaml",
+        ROOT / "configs" / f"{config}.yaml",
         f"--EncodeWorker.allowed-local-media-path={media_dir}",
         *overrides,
-        log_path=tmp_path_factory.mktemp(name) / "serve.log",
+        log_path=tmp_path_factory.mktemp(config) / "serve.log",
     ) as running:
         yield running

@@ -4,25 +4,24 @@ samples (qwen-vl-utils' way), images first-class, bad media refused naming the p
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import openai
 import pytest
 import torch
-from graph_helpers import token_ids
-from PIL import Image
+from graph_helpers import ask_model, media_message, start_graph, token_ids, worker_stat
 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 from transformers.video_utils import VideoMetadata
 
 from engine import resolve_model
-from graphs.serve import ROOT, RunningGraph, serve_graph
+from graphs.serve import RunningGraph
 from media import MediaOptions, decode_image_sync, decode_video_sync
 
 # configs/agg-qwen3vl.yaml's EncodeWorker sampling
 SAMPLING = MediaOptions(fps=2.0, min_pixels=4096, max_pixels=16384)
 MAX_TOKENS = 16
+MODEL = "tiny-qwen3-vl"
 
 
 class QwenReference:
@@ -68,13 +67,7 @@ def qwen_dir(model_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def graph(qwen_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
-    with serve_graph(
-        "graphs.agg",
-        ROOT / "configs" / "agg-qwen3vl.yaml",
-        f"--EncodeWorker.allowed-local-media-path={media_dir}",
-        log_path=tmp_path_factory.mktemp("agg-qwen3vl") / "serve.log",
-    ) as running:
-        yield running
+    yield from start_graph("agg", media_dir, tmp_path_factory, config="agg-qwen3vl")
 
 
 @pytest.fixture(scope="module")
@@ -82,34 +75,8 @@ def qwen(qwen_dir: Path) -> QwenReference:
     return QwenReference(qwen_dir)
 
 
-@pytest.fixture(scope="module")
-def image(media_dir: Path) -> Callable[[int], Path]:
-    def make(seed: int) -> Path:
-        path = media_dir / f"image-{seed}.png"
-        pixels = np.random.default_rng(seed).integers(0, 256, (64, 96, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(path)
-        return path
-
-    return make
-
-
-def _message(text: str, videos: list[Path], images: list[Path]) -> list[dict]:
-    parts: list[dict] = [{"type": "text", "text": text}]
-    parts += [{"type": "image_url", "image_url": {"url": f"file://{p}"}} for p in images]
-    parts += [{"type": "video_url", "video_url": {"url": f"file://{p}"}} for p in videos]
-    return [{"role": "user", "content": parts}]
-
-
 def _ask(client: openai.OpenAI, messages: list[dict], max_tokens: int = MAX_TOKENS, **kwargs):
-    return client.chat.completions.create(
-        model="tiny-qwen3-vl",
-        messages=messages,
-        max_tokens=max_tokens,
-        temperature=0,
-        logprobs=True,
-        extra_body={"return_tokens_as_token_ids": True},
-        **kwargs,
-    )
+    return ask_model(client, MODEL, messages, max_tokens, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -118,13 +85,13 @@ def _ask(client: openai.OpenAI, messages: list[dict], max_tokens: int = MAX_TOKE
 def test_greedy_tokens_equal_generate(videos, images, client, qwen, video, image) -> None:
     clips, pictures = [video(s) for s in videos], [image(s) for s in images]
     expected = qwen.greedy("Describe it.", clips, pictures, MAX_TOKENS)
-    answer = _ask(client, _message("Describe it.", clips, pictures))
+    answer = _ask(client, media_message("Describe it.", clips, pictures))
     assert token_ids(answer.choices[0].logprobs.content) == expected
 
 
 def test_two_videos_give_different_tokens(client, video) -> None:
-    first = _ask(client, _message("Describe it.", [video(1)], []))
-    second = _ask(client, _message("Describe it.", [video(2)], []))
+    first = _ask(client, media_message("Describe it.", [video(1)], []))
+    second = _ask(client, media_message("Describe it.", [video(2)], []))
     assert token_ids(first.choices[0].logprobs.content) != token_ids(
         second.choices[0].logprobs.content
     )
@@ -133,7 +100,7 @@ def test_two_videos_give_different_tokens(client, video) -> None:
 def test_a_long_generation_after_a_video_streams_the_same_tokens(client, qwen, video) -> None:
     expected = qwen.greedy("Describe it.", [video(5)], [], 64)
     chunks = list(
-        _ask(client, _message("Describe it.", [video(5)], []), max_tokens=64, stream=True)
+        _ask(client, media_message("Describe it.", [video(5)], []), max_tokens=64, stream=True)
     )
     streamed = [
         t
@@ -156,13 +123,29 @@ def test_bad_media_is_a_400_naming_the_part(part, kwargs, named, client, video, 
     if part == "not-an-image":
         bogus = media_dir / "bogus.png"
         bogus.write_bytes(b"this is not a png" * 10)
-        messages = _message("What?", [], [bogus])
+        messages = media_message("What?", [], [bogus])
     else:
-        messages = _message("What?", [video(1)], [])
-    extra = {"return_tokens_as_token_ids": True} | ({"media_io_kwargs": kwargs} if kwargs else {})
+        messages = media_message("What?", [video(1)], [])
+    extra = {"media_io_kwargs": kwargs} if kwargs else {}
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(
-            model="tiny-qwen3-vl", messages=messages, max_tokens=4, extra_body=extra
-        )
+        _ask(client, messages, max_tokens=4, extra_body=extra)
     assert named in caught.value.message
-    assert _ask(client, _message("Still there?", [], []), max_tokens=2).choices
+    assert _ask(client, media_message("Still there?", [], []), max_tokens=2).choices
+
+
+@pytest.fixture(scope="module")
+def disagg(qwen_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
+    yield from start_graph("disagg", media_dir, tmp_path_factory, config="disagg-qwen3vl")
+
+
+def test_disagg_continues_positions_after_the_kv_handoff(disagg, qwen, video, image) -> None:
+    """DeepStack features cross encode -> prefill and rope_delta crosses prefill -> decode:
+    a long answer after an image and a video still equals `generate()`."""
+    client = openai.OpenAI(base_url=f"{disagg.base_url}/v1", api_key="none", max_retries=0)
+    remote = worker_stat(disagg, "DecodeWorker", "remote_prefills")
+    expected = qwen.greedy("Describe it.", [video(5)], [image(3)], 64)
+
+    answer = _ask(client, media_message("Describe it.", [video(5)], [image(3)]), max_tokens=64)
+
+    assert token_ids(answer.choices[0].logprobs.content) == expected
+    assert worker_stat(disagg, "DecodeWorker", "remote_prefills") == remote + 1

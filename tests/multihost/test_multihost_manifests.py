@@ -208,3 +208,22 @@ def test_kubectl_kustomize_renders_the_same_objects() -> None:
     names = {(o["kind"], o["metadata"]["name"]) for o in yaml.safe_load_all(rendered)}
 
     assert names == {(o["kind"], o["metadata"]["name"]) for o in base()}
+
+
+def test_the_qwen3_vl_overlay_swaps_in_a_valid_gpu_config_and_keeps_the_rest(
+    tmp_path: Path,
+) -> None:
+    overlay = K8S / "qwen3-vl-8b"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../"]
+    assert kustomization["patches"] == [{"path": "config.yaml"}]
+    (patch,) = objects(overlay / "config.yaml")
+    assert (patch["kind"], patch["metadata"]["name"]) == ("ConfigMap", "vidgraph-config")
+    config = tmp_path / "graph.yaml"
+    config.write_text(patch["data"]["graph.yaml"])
+    graph = load_graph(GRAPH)
+
+    settings = load_config(config, {c.name: c.Config for c in graph.components})
+
+    assert all(settings[name].config.device == "cuda" for name in MODEL_WORKERS)
+    assert settings["DecodeWorker"].config.model == "Qwen/Qwen3-VL-8B-Instruct"
