@@ -52,6 +52,7 @@ from vllm.outputs import RequestOutput
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 
+from engine.models import MediaEmbedding
 from engine.sampling import SamplingParams
 from engine.sequence import StepOutput
 
@@ -229,7 +230,7 @@ class VllmEngine:
         self,
         request_id: str,
         prompt_token_ids: list[int],
-        video_embeddings: list[torch.Tensor],
+        video_embeddings: list[MediaEmbedding],
         sampling: SamplingParams,
         kv_transfer_params: dict[str, Any] | None = None,
     ) -> AsyncIterator[StepOutput]:
@@ -248,7 +249,7 @@ class VllmEngine:
         self,
         request_id: str,
         prompt_token_ids: list[int],
-        video_embeddings: list[torch.Tensor],
+        video_embeddings: list[MediaEmbedding],
         sampling: SamplingParams,
     ) -> Prefilled:
         """Runs the prompt for a consumer elsewhere: the first token, the KV left for it to pull."""
@@ -289,10 +290,14 @@ class VllmEngine:
         return f"{request_id}-{next(self._ids)}"
 
 
-def _prompt(prompt_token_ids: list[int], videos: list[torch.Tensor]) -> dict[str, Any]:
+def _prompt(prompt_token_ids: list[int], videos: list[MediaEmbedding]) -> dict[str, Any]:
+    """vLLM's prompt; our plugin model takes LLaVA-NeXT-Video's video embeddings only."""
+    if any(item.modality != "video" for item in videos):
+        raise ValueError("engine: vllm serves videos only; send images to the native engine")
     prompt: dict[str, Any] = {"prompt_token_ids": prompt_token_ids}
     if videos:
-        prompt["multi_modal_data"] = {"video": [v.to(torch.get_default_dtype()) for v in videos]}
+        embeddings = [v.embeddings.to(torch.get_default_dtype()) for v in videos]
+        prompt["multi_modal_data"] = {"video": embeddings}
     return prompt
 
 
