@@ -31,8 +31,9 @@ async def test_an_image_is_encoded_on_a_worker_with_video_disabled() -> None:
         (red_embeddings, hit), (blue_embeddings, _) = [
             await worker.embed(request, ignore) for request in (red, blue)
         ]
-        assert red_embeddings.shape[0] > 0 and not hit
-        assert not red_embeddings.equal(blue_embeddings)  # the image, not a constant, was encoded
+        assert red_embeddings.modality == "image" and red_embeddings.num_tokens > 0 and not hit
+        # the image, not a constant, was encoded
+        assert not red_embeddings.embeddings.equal(blue_embeddings.embeddings)
 
         video = EncodeRequest(
             request_id="v", media=MediaRef(url="data:video/mp4;base64,AAAA", modality="video")
