@@ -174,10 +174,15 @@ def _free_port() -> int:
 
 
 def transport_stats(transport: Connector) -> dict[str, float]:
-    """The connector's counters as worker stats; `transport_nixl` is 1 when NIXL moves the bytes."""
+    """The connector's counters as worker stats.
+
+    `transport_nixl` / `transport_tcp` are 1 once the backend is chosen (at first use), so a
+    worker that has moved nothing yet reports 0 for both.
+    """
     stats = transport.stats()
     numbers = {f"transport_{k}": float(v) for k, v in stats.items() if k != "backend"}
-    return {**numbers, "transport_nixl": float(stats["backend"] == "nixl")}
+    chosen = {f"transport_{name}": float(stats["backend"] == name) for name in ("nixl", "tcp")}
+    return {**numbers, **chosen}
 
 
 def device_stats(config: ModelWorkerConfig) -> dict[str, Any]:

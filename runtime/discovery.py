@@ -137,6 +137,7 @@ class Discovery:
             old = self.instance_id
             try:
                 lease = await asyncio.wait_for(self._client.lease(self._lease.ttl), self._lease.ttl)
+                await self._forget(self._lease)
                 self._lease = lease
                 self.instance_id = f"{lease.id:x}"
                 self._keeper.use(lease.id)
@@ -147,6 +148,18 @@ class Discovery:
                 return False
             log.warning("lease %s expired; registered again as %s", old, self.instance_id)
             return True
+
+    async def _forget(self, lease: aetcd.Lease) -> None:
+        """Revoke a superseded lease, if etcd still has it.
+
+        We come back under a new lease also when a registration only timed out:
+        etcd may have stored it all the same, and that twin would stay listed for
+        a whole TTL beside the new one. Revoking the old lease removes it now.
+        """
+        try:
+            await asyncio.wait_for(lease.revoke(), lease.ttl)
+        except Exception as error:  # already expired, or etcd away: it expires on its own
+            log.info("superseded lease %x not revoked (%s)", lease.id, error)
 
     async def register(
         self,

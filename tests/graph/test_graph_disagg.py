@@ -84,9 +84,13 @@ def test_kv_and_embeddings_crossed_processes_over_nixl(
     assert worker_stat(graph, "PrefillWorker", "kv_bytes_exposed") > 0
     assert worker_stat(graph, "DecodeWorker", "kv_bytes_read") > 0
     assert worker_stat(graph, "PrefillWorker", "embedding_bytes_read") > 0
+    # Cache-aware routing may never send a video to one of the encode workers, which then has
+    # not chosen a backend yet: every worker that chose one chose NIXL, and some did.
     for component in ("DecodeWorker", "PrefillWorker", "EncodeWorker"):
         nixl = worker_stats(graph, component, "transport_nixl")
-        assert nixl and all(v == 1 for v in nixl.values()), (component, nixl)
+        tcp = worker_stats(graph, component, "transport_tcp")
+        assert any(v == 1 for v in nixl.values()), (component, nixl)
+        assert not any(tcp.values()), (component, tcp)
     # The encode worker counts bytes as served when the reader's completion notice reaches it,
     # which can land a moment after the answer: wait for it rather than read it once.
     read = worker_stat(graph, "PrefillWorker", "embedding_bytes_read")

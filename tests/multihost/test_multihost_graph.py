@@ -102,7 +102,9 @@ def test_every_worker_registers_its_hosts_address(
 ) -> None:
     for name, components in PLACEMENT.items():
         for component in components:
-            (instance,) = graph.instances(component)
+            instances = graph.instances(component)
+            assert len(instances) == 1, (component, instances)
+            (instance,) = instances
             assert instance["address"].startswith(f"tcp://{hosts[name].address}:"), component
 
 

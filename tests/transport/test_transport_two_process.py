@@ -92,6 +92,7 @@ async def test_completion_frees_the_producer_buffer(
     tensor = make_tensor("bfloat16", 4 * MiB, seed=3)
     expected_digest = digest(tensor)
     storage = weakref.ref(tensor.untyped_storage())
+    gc.collect()  # an earlier test's tensors, freed now, must not be counted as live in `before`
     before = connector.stats()
     op = await connector.create_readable([Descriptor(tensor)], lease_s=60)
     del tensor
