@@ -19,6 +19,8 @@ import av
 import numpy as np
 from PIL import Image
 
+from media.samples import reproducible_frame
+
 MP4_TYPE = "video/mp4"
 THUMBNAIL_TYPE = "image/webp"
 
@@ -40,23 +42,12 @@ def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18) -> bytes:
         stream.thread_count = 1
         stream.thread_type = "NONE"
         stream.options = {"crf": str(crf), "flags": "+bitexact"}
-        for frame in frames:
-            container.mux(stream.encode(_yuv420p(frame)))
+        for index, frame in enumerate(frames):
+            container.mux(
+                stream.encode(reproducible_frame(np.ascontiguousarray(frame), stream, index))
+            )
         container.mux(stream.encode(None))
     return out.getvalue()
-
-
-def _yuv420p(rgb: np.ndarray) -> av.VideoFrame:
-    """`rgb` converted to yuv420p in a frame whose every byte, row padding included, is set."""
-    converted = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-    converted = converted.reformat(format="yuv420p")
-    frame = av.VideoFrame(converted.width, converted.height, "yuv420p")
-    for source, target in zip(converted.planes, frame.planes, strict=True):
-        rows = np.frombuffer(source, np.uint8).reshape(source.height, source.line_size)
-        padded = np.zeros((target.height, target.line_size), np.uint8)
-        padded[:, : source.width] = rows[:, : source.width]
-        target.update(padded.tobytes())
-    return frame
 
 
 def thumbnail(frames: np.ndarray) -> bytes:
