@@ -26,7 +26,7 @@ from transport.metadata import NixlEndpoint, RdmaMetadata, TcpEndpoint, dtype_fr
 from transport.nixl_backend import NixlBackend
 from transport.polling import pause
 from transport.readable import ReadableOperation, ReadableState
-from transport.tcp import TcpServer, tcp_pull
+from transport.tcp import TcpPeers, TcpServer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Connector:
         self._nixl: NixlBackend | None = None
         self._resolved: str | None = None
         self._tcp = TcpServer(host, port, lookup=self._live_descriptors, on_complete=self._done)
+        self._tcp_peers = TcpPeers()
         self._readables: dict[str, ReadableOperation] = {}
         self._counters: Counter[str] = Counter()
         self._housekeeper: asyncio.Task[None] | None = None
@@ -123,7 +124,7 @@ class Connector:
         try:
             async with asyncio.timeout(timeout):
                 if isinstance(endpoint, TcpEndpoint):
-                    await tcp_pull(endpoint, meta.key, dst)
+                    await self._tcp_peers.pull(endpoint, meta.key, dst)
                 elif self.backend == "nixl":
                     assert self._nixl is not None
                     await self._nixl.pull(endpoint, meta.key, dst)
@@ -158,6 +159,8 @@ class Connector:
             "live_readables": len(self._readables),
             "live_registrations": self._nixl.live_registrations if self._nixl else 0,
             "nixl_agent_rebuilds": self._nixl.rebuilds if self._nixl else 0,
+            "nixl_peer_loads": self._nixl.peer_loads if self._nixl else 0,
+            "tcp_connects": self._tcp_peers.connects,
         }
 
     def close(self) -> None:
@@ -167,6 +170,7 @@ class Connector:
         if self._housekeeper is not None and not self._housekeeper.get_loop().is_closed():
             self._housekeeper.cancel()
         self._tcp.close()
+        self._tcp_peers.close()
         if self._nixl is not None:
             self._nixl.close()
         if Connector._instance is self:

@@ -46,6 +46,7 @@ from transport.registry import Region, RegistrationCache
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_MAX_BLOBS_PER_PEER = 256
 
 
 def _import_nixl() -> Any:
@@ -78,7 +79,14 @@ class NixlBackend:
         self._on_complete = on_complete
         self._serving = serving
         self._registry = RegistrationCache(self._register, self._deregister)
+        # Producer: the partial metadata of each set of registered regions, per agent;
+        # consumer: the metadata blobs each peer agent was already loaded with. The
+        # same buffers exposed again (a cached embedding, a KV pool) describe the same
+        # way, so the consumer loads a peer once, not once per read.
+        self._described: dict[tuple[str, frozenset[Region]], bytes] = {}
+        self._loaded: dict[str, set[bytes]] = {}
         self.rebuilds = 0
+        self.peer_loads = 0
 
     @property
     def live_registrations(self) -> int:
@@ -125,14 +133,17 @@ class NixlBackend:
         self._retired.clear()
 
     def _describe(self, descs: list[Descriptor], mem_type: str) -> NixlEndpoint:
-        regions = {self._registry.ensure(desc) for desc in descs}
+        regions = frozenset(self._registry.ensure(desc) for desc in descs)
         agent = self._agent
-        reg_descs = agent.get_reg_descs(
-            [(addr, length, device, "") for _, device, addr, length in regions], mem_type
-        )
-        # Partial metadata names only these regions: the full agent metadata grows
-        # with every live registration and would bloat each request-plane reply.
-        agent_metadata = agent.get_partial_agent_metadata(reg_descs, True, ["UCX"])
+        agent_metadata = self._described.get((agent.name, regions))
+        if agent_metadata is None:
+            reg_descs = agent.get_reg_descs(
+                [(addr, length, device, "") for _, device, addr, length in regions], mem_type
+            )
+            # Partial metadata names only these regions: the full agent metadata grows
+            # with every live registration and would bloat each request-plane reply.
+            agent_metadata = agent.get_partial_agent_metadata(reg_descs, True, ["UCX"])
+            self._described[(agent.name, regions)] = agent_metadata
         return NixlEndpoint(
             agent_name=agent.name,
             agent_metadata=agent_metadata,
@@ -146,10 +157,14 @@ class NixlBackend:
         for desc in dst:
             self._registry.ensure(desc)
         agent = self._agent
-        if endpoint.agent_name == agent.name:  # our own readable: NIXL reads it as loopback
-            peer = agent.name
-        else:
-            peer = agent.add_remote_agent(endpoint.agent_metadata)
+        peer = endpoint.agent_name  # our own readable (the same name): NIXL reads it as loopback
+        loaded = self._loaded.setdefault(peer, set())
+        if peer != agent.name and endpoint.agent_metadata not in loaded:
+            agent.add_remote_agent(endpoint.agent_metadata)
+            self.peer_loads += 1
+            if len(loaded) >= _MAX_BLOBS_PER_PEER:
+                loaded.clear()  # forgetting only costs a reload
+            loaded.add(endpoint.agent_metadata)
         local = agent.get_xfer_descs([(d.ptr, d.nbytes, d.device_id) for d in dst], mem_type)
         remote = agent.get_xfer_descs(list(endpoint.regions), endpoint.mem_type)
         return agent, agent.initialize_xfer("READ", local, remote, peer, key.encode())
@@ -198,6 +213,7 @@ class NixlBackend:
         # The old agent owns its registrations and frees them when it is dropped;
         # the new one registers each buffer again on first use.
         self._registry.abandon()
+        self._loaded.clear()  # the new agent knows no peer yet
         self._retired[old.name] = old
         self._drop_idle_retired()
         self.rebuilds += 1
@@ -224,6 +240,7 @@ class NixlBackend:
 
     def _forget(self, agent: Any, peer: str) -> None:
         """Drops a failed peer's metadata so a restarted peer is not confused with it."""
+        self._loaded.pop(peer, None)
         try:
             agent.remove_remote_agent(peer)
         except self._nixl_errors as exc:
@@ -234,6 +251,7 @@ class NixlBackend:
         return self._agent.register_memory([(addr, length, device, "")], mem_type)
 
     def _deregister(self, handle: Any) -> None:
+        self._described.clear()  # a freed region may come back at the same address
         try:
             self._agent.deregister_memory(handle)
         except self._nixl_errors as exc:

@@ -2,12 +2,15 @@
 
 Used where NIXL cannot load. The consumer connects to the host:port in the
 metadata, sends the key, receives every tensor's bytes straight into its own
-buffers, and acks; the ack is this backend's completion notification.
+buffers, and acks; the ack is this backend's completion notification. The
+connection then stays open for the next pull from the same producer: a
+consumer keeps one connection per producer (more only while pulls overlap).
 
 Wire format:  request  = u32 key length, key (utf-8)
               response = u8 status, u64 payload length, payload
               then, on success, the consumer sends one ack byte.
 Status 0 carries the concatenated bytes; any other status carries an error text.
+Requests follow each other on one connection until the consumer closes it.
 """
 
 from __future__ import annotations
@@ -75,39 +78,80 @@ class TcpServer:
             task.add_done_callback(connections.discard)
 
     async def _serve(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
         with conn:
             try:
-                (length,) = _KEY_LENGTH.unpack(await _recv_exactly(conn, _KEY_LENGTH.size))
-                if length > _MAX_KEY_BYTES:
-                    return
-                key = (await _recv_exactly(conn, length)).decode()
-                descs = self._lookup(key)
-                if descs is None:
-                    error = f"no live readable {key!r} here: it completed, expired or never existed"
-                    await loop.sock_sendall(conn, _RESPONSE.pack(_UNKNOWN_KEY, len(error)))
-                    await loop.sock_sendall(conn, error.encode())
-                    return
-                await loop.sock_sendall(conn, _RESPONSE.pack(_OK, sum(d.nbytes for d in descs)))
-                for desc in descs:
-                    await loop.sock_sendall(conn, _host_view(desc))
-                if await _recv_exactly(conn, 1) == _ACK:
-                    self._on_complete(key)
+                while await self._serve_one(conn):
+                    pass
             except (OSError, TransferError) as exc:
                 log.debug("tcp transport: a consumer went away mid-transfer: %r", exc)
 
+    async def _serve_one(self, conn: socket.socket) -> bool:
+        """Serve one key; False when the consumer closed the connection or it must end."""
+        loop = asyncio.get_running_loop()
+        header = await _recv_exactly(conn, _KEY_LENGTH.size, eof_ok=True)
+        if header is None:
+            return False
+        (length,) = _KEY_LENGTH.unpack(header)
+        if length > _MAX_KEY_BYTES:
+            return False
+        key = (await _recv_exactly(conn, length)).decode()
+        descs = self._lookup(key)
+        if descs is None:
+            error = f"no live readable {key!r} here: it completed, expired or never existed"
+            await loop.sock_sendall(conn, _RESPONSE.pack(_UNKNOWN_KEY, len(error)))
+            await loop.sock_sendall(conn, error.encode())
+            return True
+        await loop.sock_sendall(conn, _RESPONSE.pack(_OK, sum(d.nbytes for d in descs)))
+        for desc in descs:
+            await loop.sock_sendall(conn, _host_view(desc))
+        if await _recv_exactly(conn, 1) != _ACK:
+            return False
+        self._on_complete(key)
+        return True
 
-async def tcp_pull(endpoint: TcpEndpoint, key: str, dst: list[Descriptor]) -> None:
-    """Pulls readable `key` from `endpoint` into `dst`, then acks so the producer frees it."""
-    loop = asyncio.get_running_loop()
-    address = f"{endpoint.host}:{endpoint.port}"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as conn:
-        conn.setblocking(False)
+
+class TcpPeers:
+    """The consumer side: idle connections kept per producer, reused by the next pull."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, int], list[socket.socket]] = {}
+        self.connects = 0
+
+    async def pull(self, endpoint: TcpEndpoint, key: str, dst: list[Descriptor]) -> None:
+        """Pulls readable `key` from `endpoint` into `dst`, then acks so the producer frees it."""
+        peer = (endpoint.host, endpoint.port)
+        idle = self._idle.setdefault(peer, [])
+        while idle:  # an idle connection the producer may have closed meanwhile
+            conn = idle.pop()
+            try:
+                return await self._pull_on(conn, peer, key, dst)
+            except _StaleConnection:
+                conn.close()
+        conn = await self._connect(peer)
         try:
-            await loop.sock_connect(conn, (endpoint.host, endpoint.port))
-            encoded = key.encode()
+            await self._pull_on(conn, peer, key, dst)
+        except _StaleConnection as exc:
+            conn.close()
+            raise TransferError(
+                f"tcp read from {endpoint.host}:{endpoint.port} failed: it closed the connection"
+            ) from exc
+
+    async def _pull_on(
+        self, conn: socket.socket, peer: tuple[str, int], key: str, dst: list[Descriptor]
+    ) -> None:
+        """One pull on `conn`; `_StaleConnection` if it was closed before any answer came."""
+        loop = asyncio.get_running_loop()
+        address = f"{peer[0]}:{peer[1]}"
+        encoded = key.encode()
+        try:
             await loop.sock_sendall(conn, _KEY_LENGTH.pack(len(encoded)) + encoded)
-            status, length = _RESPONSE.unpack(await _recv_exactly(conn, _RESPONSE.size))
+            response = await _recv_exactly(conn, _RESPONSE.size, eof_ok=True)
+        except OSError as exc:
+            raise _StaleConnection from exc
+        if response is None:
+            raise _StaleConnection
+        try:
+            status, length = _RESPONSE.unpack(response)
             if status != _OK:
                 error = (await _recv_exactly(conn, length)).decode(errors="replace")
                 raise TransferError(f"tcp read from {address} refused: {error}")
@@ -118,7 +162,33 @@ async def tcp_pull(endpoint: TcpEndpoint, key: str, dst: list[Descriptor]) -> No
                 await _recv_into(conn, desc)
             await loop.sock_sendall(conn, _ACK)
         except OSError as exc:
+            conn.close()
             raise TransferError(f"tcp read from {address} failed: {exc!r}") from exc
+        except BaseException:  # refused, mid-transfer failure, cancellation: start clean next time
+            conn.close()
+            raise
+        self._idle[peer].append(conn)
+
+    async def _connect(self, peer: tuple[str, int]) -> socket.socket:
+        conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        conn.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(conn, peer)
+        except OSError as exc:
+            conn.close()
+            raise TransferError(f"tcp read from {peer[0]}:{peer[1]} failed: {exc!r}") from exc
+        self.connects += 1
+        return conn
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+
+class _StaleConnection(Exception):
+    """A kept-open connection turned out closed before the producer answered: use a new one."""
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -146,9 +216,16 @@ async def _recv_into(conn: socket.socket, desc: Descriptor) -> None:
     await _fill(conn, desc.as_bytes_view())
 
 
-async def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+async def _recv_exactly(conn: socket.socket, n: int, eof_ok: bool = False) -> bytes | None:
+    """`n` bytes; with `eof_ok`, None if the peer closed before sending any of them."""
     buffer = bytearray(n)
-    await _fill(conn, memoryview(buffer))
+    view = memoryview(buffer)
+    if eof_ok:
+        first = await asyncio.get_running_loop().sock_recv_into(conn, view)
+        if first == 0:
+            return None
+        view = view[first:]
+    await _fill(conn, view)
     return bytes(buffer)
 
 

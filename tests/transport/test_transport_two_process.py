@@ -86,6 +86,27 @@ async def test_read_into_reuses_the_destination_registration(
     assert not pool[0].any() and not pool[2].any()
 
 
+async def test_reading_a_cached_buffer_again_loads_the_peer_once_on_one_connection(
+    peer: PeerProcess, connector: Connector
+) -> None:
+    """The producer's metadata for a buffer it exposes again is the same, so nothing is redone."""
+    before = connector.stats()
+    for _ in range(5):
+        (meta,) = (
+            await peer.call(
+                "expose", dtype="uint8", nbytes=MiB, seeds=[31], lease_s=60, cached=True
+            )
+        )["metas"]
+        (received,) = await connector.read(RdmaMetadata.from_dict(meta), timeout=60)
+        assert same_bytes(received, make_tensor("uint8", MiB, 31))
+
+    after = connector.stats()
+    if after["backend"] == "nixl":
+        assert after["nixl_peer_loads"] - before["nixl_peer_loads"] <= 1
+    else:
+        assert after["tcp_connects"] - before["tcp_connects"] <= 1
+
+
 async def test_completion_frees_the_producer_buffer(
     peer: PeerProcess, connector: Connector
 ) -> None:
