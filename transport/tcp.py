@@ -73,6 +73,7 @@ class TcpServer:
         connections: set[asyncio.Task[None]] = set()
         while True:
             conn, _ = await loop.sock_accept(listener)
+            _no_delay(conn)
             task = loop.create_task(self._serve(conn))
             connections.add(task)
             task.add_done_callback(connections.discard)
@@ -172,6 +173,7 @@ class TcpPeers:
     async def _connect(self, peer: tuple[str, int]) -> socket.socket:
         conn = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         conn.setblocking(False)
+        _no_delay(conn)
         try:
             await asyncio.get_running_loop().sock_connect(conn, peer)
         except OSError as exc:
@@ -189,6 +191,12 @@ class TcpPeers:
 
 class _StaleConnection(Exception):
     """A kept-open connection turned out closed before the producer answered: use a new one."""
+
+
+def _no_delay(conn: socket.socket) -> None:
+    """No Nagle: on a kept-open connection the ack and the next key are small writes that
+    would otherwise wait for the peer's delayed ACK (tens of ms per pull)."""
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _listen(host: str, port: int) -> socket.socket:
