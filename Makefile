@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q --no-deps nixl-cu13==1.5.1
 	$(PY) -m pip install -q -e '.[dev]'
-	# The web page test drives Debian's chromium (Playwright's browser download is unreachable).
-	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	# The web page test drives Debian's chromium (Playwright's browser download is unreachable);
+	# images that run no tests skip it with SKIP_BROWSER=1.
+	test -n "$(SKIP_BROWSER)" || command -v chromium >/dev/null \
+		|| (apt-get update -q && apt-get install -y -q chromium)
 	touch $(STAMP)
 
 install-vllm: $(VLLM_STAMP)

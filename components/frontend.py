@@ -25,11 +25,12 @@ from pathlib import Path
 import uvicorn
 from pydantic import Field, SecretStr
 
-from media import DEFAULT_UPLOAD_DIR
+from media import DEFAULT_UPLOAD_DIR, MediaOptions
 from routes.admission import Admission
 from routes.app import build_app
+from routes.frame_budget import FrameBudget
 from routes.metrics import FrontendMetrics
-from routes.state import AppSettings, FrontendState
+from routes.state import AppSettings, FrameSettings, FrontendState
 from runtime import Component, ComponentConfig
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,14 @@ class FrontendConfig(ComponentConfig):
     """Where uploads are spooled; encode workers read them there (their `upload-dir`)."""
     max_upload_bytes: int = Field(default=256 * MiB, ge=1024)
     """The largest upload; keep it at most the encode workers' `max-fetch-bytes`."""
+    frames_max_per_request: int = Field(default=8192, ge=1)
+    """/v1/frames/descriptions: more frames in one request is a 413."""
+    frames_in_flight: int = Field(default=32, ge=1)
+    """Frames of all frames requests in the graph at once, shared fairly (routes.frame_budget)."""
+    frames_max_tokens: int = Field(default=256, ge=1)
+    frames_media: MediaOptions = MediaOptions()
+    """How the frontend fetches and decodes a frames request's `video_url` (the encode workers'
+    keys: `allowed-local-media-path`, `allow-private-ips`, `max-fetch-bytes`, ...)."""
 
 
 class Frontend(Component):
@@ -103,6 +112,12 @@ class Frontend(Component):
                 max_upload_bytes=self.config.max_upload_bytes,
             ),
             keepalive_s=self.config.sse_keepalive_s,
+            frames=FrameSettings(
+                max_per_request=self.config.frames_max_per_request,
+                max_tokens=self.config.frames_max_tokens,
+                budget=FrameBudget(self.config.frames_in_flight),
+                media=self.config.frames_media,
+            ),
         )
         api_key = self.config.api_key or SecretStr(os.environ.get(API_KEY_ENV, ""))
         app = build_app(

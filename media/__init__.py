@@ -18,6 +18,7 @@ from media.image import decode_image, decode_image_sync
 from media.options import MediaOptions, VideoSampling
 from media.probe import VideoProbe, probe_video
 from media.sources import DEFAULT_UPLOAD_DIR
+from media.stills import Stills, png
 from media.video import decode_video, decode_video_sync
 
 __all__ = [
@@ -27,11 +28,13 @@ __all__ = [
     "MediaFetcher",
     "MediaOptions",
     "Resolver",
+    "Stills",
     "VideoProbe",
     "VideoSampling",
     "decode_image",
     "decode_image_sync",
     "decode_video",
     "decode_video_sync",
+    "png",
     "probe_video",
 ]

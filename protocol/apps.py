@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    model_validator,
+)
 
 from protocol.messages import FinishReason, Stage, VideoInfo
 from protocol.openai import ErrorInfo, Usage
@@ -107,6 +115,55 @@ class ErrorEvent(BaseModel):
 
     status: int
     error: ErrorInfo
+
+
+DEFAULT_FRAME_PROMPT = (
+    "Describe the production elements of this frame: the camera angle and framing, any visual "
+    "effects, the colour grading and lighting, the composition, any text overlays, and the "
+    "background."
+)
+
+
+class FramesRequest(_Strict):
+    """`POST /v1/frames/descriptions`: frames by URL, or a video and which of its frames.
+
+    A video's frames are picked by exactly one of `fps`, `timestamps` (seconds
+    from the first frame) or `keyframes: true`, decoded once, and described
+    like frames sent by URL; the answer then carries `timestamps_s`.
+    """
+
+    frame_urls: list[str] | None = Field(default=None, min_length=1)
+    video_url: str | None = Field(default=None, min_length=1)
+    fps: PositiveFloat | None = None
+    timestamps: list[NonNegativeFloat] | None = Field(default=None, min_length=1)
+    keyframes: bool = False
+    prompt: str = Field(default=DEFAULT_FRAME_PROMPT, min_length=1)
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FramesRequest:
+        if (self.frame_urls is None) == (self.video_url is None):
+            raise ValueError(
+                "send either frame_urls or video_url (with fps, timestamps or keyframes)"
+            )
+        picks = [self.fps is not None, self.timestamps is not None, self.keyframes]
+        if self.video_url is not None and sum(picks) != 1:
+            raise ValueError("with video_url, send exactly one of fps, timestamps, keyframes: true")
+        if self.frame_urls is not None and any(picks):
+            raise ValueError("fps, timestamps and keyframes pick frames of a video_url only")
+        return self
+
+
+class FramesResponse(BaseModel):
+    """`descriptions` aligned with the frames ("" where one failed); `count` the described."""
+
+    descriptions: list[str]
+    failed_indices: list[int]
+    count: int
+    timestamps_s: list[float] | None = None
+    """The video form only: each frame's time, seconds from the first frame."""
 
 
 class HealthStatus(BaseModel):

@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from routes import chat, completions, health, inference, models, ops, page, videos
+from routes import chat, completions, frames, health, inference, models, ops, page, videos
 from routes.errors import install_error_handlers
 from routes.http_guards import LimitBody, RequireApiKey
 from routes.state import FrontendState
@@ -26,7 +26,7 @@ from routes.state import FrontendState
 log = logging.getLogger(__name__)
 
 # One line per API family; each module has a `router`.
-FAMILIES = (chat, completions, models, ops, inference, health, videos, page)
+FAMILIES = (chat, completions, models, ops, inference, health, videos, page, frames)
 
 # A caller's own x-request-id is kept only if it is this plain: it goes into every log line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

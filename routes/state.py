@@ -24,9 +24,10 @@ from typing import Any, Protocol
 
 from fastapi import Request
 
-from media import DEFAULT_UPLOAD_DIR
+from media import DEFAULT_UPLOAD_DIR, MediaFetcher, MediaOptions
 from protocol.errors import ServiceError
 from routes.admission import Admission
+from routes.frame_budget import FrameBudget
 from routes.metrics import FrontendMetrics, WorkerStats
 
 
@@ -62,6 +63,24 @@ class AppSettings:
 
 
 @dataclass
+class FrameSettings:
+    """/v1/frames/descriptions: its limits, defaults, and how it fetches videos itself."""
+
+    max_per_request: int = 8192
+    max_tokens: int = 256
+    budget: FrameBudget = field(default_factory=lambda: FrameBudget(32))
+    media: MediaOptions = field(default_factory=MediaOptions)
+    _fetcher: MediaFetcher | None = None
+
+    @property
+    def fetcher(self) -> MediaFetcher:
+        """The video form's fetcher (SSRF-safe, by `media`), made on first use."""
+        if self._fetcher is None:
+            self._fetcher = MediaFetcher(self.media)
+        return self._fetcher
+
+
+@dataclass
 class FrontendState:
     """The graph as the routes see it."""
 
@@ -74,6 +93,7 @@ class FrontendState:
     admission: Admission
     metrics: FrontendMetrics
     apps: AppSettings = field(default_factory=AppSettings)
+    frames: FrameSettings = field(default_factory=FrameSettings)
     started_at: float = field(default_factory=time.time)
     keepalive_s: float = 15.0
     """SSE comment interval while a stream waits for its first token."""

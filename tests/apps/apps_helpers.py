@@ -15,6 +15,7 @@ from graphs.serve import RunningGraph
 MAX_TOKENS = 10
 MAX_UPLOAD_BYTES = 1 << 20
 """The graph's `max-upload-bytes` in these tests."""
+MAX_FRAMES_PER_REQUEST = 16
 TIMEOUT = httpx.Timeout(120.0)
 
 

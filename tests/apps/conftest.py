@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from apps_helpers import MAX_UPLOAD_BYTES
+from apps_helpers import MAX_FRAMES_PER_REQUEST, MAX_UPLOAD_BYTES
 
 from engine import resolve_model
 from graphs.serve import ROOT, RunningGraph, serve_graph
@@ -89,6 +89,8 @@ def graph(
         f"--EncodeWorker.upload-dir={upload_dir}",
         f"--Frontend.upload-dir={upload_dir}",
         f"--Frontend.max-upload-bytes={MAX_UPLOAD_BYTES}",
+        f"--Frontend.frames-max-per-request={MAX_FRAMES_PER_REQUEST}",
+        f"--Frontend.frames-media={{allowed-local-media-path: {media_dir}}}",
         log_path=tmp_path_factory.mktemp("apps-graph") / "serve.log",
     ) as running:
         yield running

@@ -1,0 +1,1 @@
+"""Serverless entry points that put a vidgraph graph behind another platform's worker API."""
