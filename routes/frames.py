@@ -121,14 +121,15 @@ async def describe_video(
 
 async def decoded(frames: Iterator[np.ndarray | None], count: int) -> Frames:
     """Each frame as a PNG `data:` URL, decoded and encoded off the event loop when asked for."""
+
+    def next_url() -> str | None:
+        frame = next(frames)
+        if frame is None:
+            return None
+        return "data:image/png;base64," + base64.b64encode(png(frame)).decode()
+
     for index in range(count):
-        yield index, await asyncio.to_thread(_data_url, next(frames))
-
-
-def _data_url(frame: np.ndarray | None) -> str | None:
-    if frame is None:
-        return None
-    return "data:image/png;base64," + base64.b64encode(png(frame)).decode()
+        yield index, await asyncio.to_thread(next_url)
 
 
 async def describe(
