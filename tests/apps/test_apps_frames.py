@@ -12,10 +12,12 @@ import torch
 from apps_helpers import MAX_FRAMES_PER_REQUEST, TIMEOUT
 from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
+from components.processor import render_messages
 from graphs.serve import RunningGraph
 from media import MediaOptions, decode_image_sync, decode_video_sync, png
 from media.samples import sample_frames
 from protocol.apps import DEFAULT_FRAME_PROMPT
+from protocol.openai import ChatMessage
 from serverless import runpod_worker
 
 MAX_TOKENS = 8
@@ -23,19 +25,31 @@ HOSTILE = "http://169.254.169.254/latest/meta-data/"
 
 
 class ImageReference:
-    """Greedy tokens from `transformers` `generate()` for one image and a prompt."""
+    """Greedy text from `transformers` `generate()` for one image and a prompt.
+
+    The image goes in under the placeholder the graph's Processor renders for an
+    `image_url` part: an image placeholder (LLaVA-NeXT's anyres path), or, where
+    the graph still treats images as one-frame videos, a video placeholder.
+    """
 
     def __init__(self, model_dir: Path) -> None:
         self.processor = AutoProcessor.from_pretrained(model_dir)
         self.model = LlavaNextVideoForConditionalGeneration.from_pretrained(model_dir).eval()
+        part = ChatMessage(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])
+        [[placeholder]] = [m["content"] for m in render_messages([part])[0]]
+        self.as_video = placeholder["type"] == "video"
 
     def describe(self, image: bytes, prompt: str) -> str:
         pixels = decode_image_sync(image, MediaOptions()).frames[0]
-        content = [{"type": "image"}, {"type": "text", "text": prompt}]
+        content = [
+            {"type": "video" if self.as_video else "image"},
+            {"type": "text", "text": prompt},
+        ]
         text = self.processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True
         )
-        inputs = self.processor(text=text, images=[pixels], return_tensors="pt")
+        media = {"videos": [pixels[None]]} if self.as_video else {"images": [pixels]}
+        inputs = self.processor(text=text, **media, return_tensors="pt")
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
         return self.processor.decode(
