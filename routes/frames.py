@@ -53,7 +53,7 @@ async def describe_frames(body: FramesRequest, request: Request) -> Response:
         check_model(state, body.model or state.model_name)
         if body.frame_urls is not None:
             check_count(state, len(body.frame_urls))
-        state.admission.admit()
+        await state.admission.admit()
     except ServiceError as error:
         return finish(state, request_id, error)
     try:
@@ -65,7 +65,7 @@ async def describe_frames(body: FramesRequest, request: Request) -> Response:
         return finish(state, request_id, error)
     finally:
         state.admission.leave()
-    state.metrics.requests.labels(status="200").inc()
+    state.metrics.answered(200)
     return JSONResponse(answer.model_dump(exclude_none=True), headers={"x-request-id": request_id})
 
 
@@ -185,7 +185,7 @@ async def describe_one(
         "max_tokens": body.max_tokens or state.frames.max_tokens,
         "temperature": 0.0 if body.temperature is None else body.temperature,
     }
-    outputs = processor_stream(state, chat, f"{request_id}-{index}")
+    outputs = processor_stream(state, "chat", chat, f"{request_id}-{index}")
     try:
         async with aclosing(outputs):
             return "".join([out.text async for out in outputs])
