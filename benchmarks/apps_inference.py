@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+from fastapi import File, Form, UploadFile
 
 from benchmarks.provenance import finish, provenance
 from graphs.serve import ROOT, free_port, serve_graph
@@ -38,7 +39,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "apps_inference.json"
 def baseline_app(model_dir: str):  # type: ignore[no-untyped-def]
     """The hand-written service: one process, the model loaded once, `generate()` per request."""
     import torch
-    from fastapi import FastAPI, File, Form, UploadFile
+    from fastapi import FastAPI
     from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
     from media import MediaOptions, decode_video_sync
