@@ -5,7 +5,9 @@ agg graph and through a single-process baseline (FastAPI, the same tiny
 checkpoint loaded once, frames sampled the same way, `generate()` per
 request), same prompt, same greedy sampling and answer length, same machine.
 Reports requests/s and latency p50/p99 per concurrency and writes
-benchmarks/results/apps_inference.json.
+benchmarks/results/apps_inference.json. Every request sends the same video, so
+vidgraph answers from its embedding cache after the first: this measures the
+serving path (upload, probe, graph, generation), not the vision encoder.
 
     /work/tools/heavy .venv/bin/python -m benchmarks.apps_inference
 """
