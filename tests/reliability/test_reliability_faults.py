@@ -91,12 +91,25 @@ def wait_recovered(graph: RunningGraph, media_dir: Path, since: float, what: str
 
 
 def wait_whole(graph: RunningGraph, component: str) -> None:
-    """Faults hit a whole component: wait out the replacement of an earlier victim first."""
-    wait_until(
-        f"{WORKERS[component]} {component} instances",
-        lambda: len(pids(graph.base_url)[component]) == WORKERS[component],
-        REPLACED_S,
-    )
+    """Faults hit a whole component: wait out the replacement of an earlier victim first.
+
+    A killed worker stays listed until its lease lapses, so count only live processes:
+    the component is whole when every listed instance is alive and there are enough.
+    """
+
+    def whole() -> bool:
+        listed = pids(graph.base_url)[component]
+        return len(listed) == WORKERS[component] and all(_alive(pid) for pid in listed)
+
+    wait_until(f"{WORKERS[component]} live {component} instances", whole, REPLACED_S)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def assert_nothing_lost(outcomes: list[Outcome]) -> dict[str, int]:
