@@ -126,8 +126,11 @@ def test_greedy_answer_across_hosts_equals_transformers(
     embeddings = worker_stat(graph, "EncodeWorker", "transport_bytes_served") - embeddings
     kv = worker_stat(graph, "PrefillWorker", "transport_bytes_served") - kv
     assert embeddings > 0 and kv > 0, "the video prompt should be prefilled remotely"
+    # The encode worker added by another test may have served nothing yet: every worker that
+    # chose a transport chose NIXL, and some did.
     for component in ("EncodeWorker", "PrefillWorker", "DecodeWorker"):
-        assert worker_stat(graph, component, "transport_nixl") == 1, f"{component} fell back to tcp"
+        assert worker_stat(graph, component, "transport_nixl") >= 1, f"{component}: no NIXL"
+        assert worker_stat(graph, component, "transport_tcp") == 0, f"{component} fell back to tcp"
     assert hosts["c"].link_bytes()[1] - encode_sent >= embeddings
     assert hosts["d"].link_bytes()[1] - prefill_sent >= kv
 

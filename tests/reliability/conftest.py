@@ -33,7 +33,7 @@ from runtime.processes import dies_with_parent, stop_process
 CONFIG = ROOT / "configs" / "disagg.yaml"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("reliability-media")
     for seed in (1, 2):
@@ -43,13 +43,13 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def etcd() -> Iterator[RestartableEtcd]:
     with RestartableEtcd() as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def graph(
     etcd: RestartableEtcd, media_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGraph]:

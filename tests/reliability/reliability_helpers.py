@@ -118,7 +118,7 @@ def frontend_in_flight(base_url: str) -> float:
 def frontend_finished(base_url: str) -> float:
     """Chat requests the frontend has answered so far, whatever their status."""
     body = httpx.get(f"{base_url}/metrics", timeout=10).text
-    return sum(map(float, re.findall(r"^vidgraph_requests_total{.*} (\S+)$", body, flags=re.M)))
+    return sum(map(float, re.findall(r"^vidgraph:requests_total{.*} (\S+)$", body, flags=re.M)))
 
 
 def frontend_ready(base_url: str) -> bool:
