@@ -19,7 +19,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from media.samples import reproducible_frame
+from media.samples import X264_REPRODUCIBLE, reproducible_frame
 
 MP4_TYPE = "video/mp4"
 THUMBNAIL_TYPE = "image/webp"
@@ -41,7 +41,7 @@ def encode_mp4(frames: np.ndarray, fps: int, crf: int = 18) -> bytes:
         stream.pix_fmt = "yuv420p"
         stream.thread_count = 1
         stream.thread_type = "NONE"
-        stream.options = {"crf": str(crf), "flags": "+bitexact"}
+        stream.options = {"crf": str(crf), "flags": "+bitexact", **X264_REPRODUCIBLE}
         for index, frame in enumerate(frames):
             container.mux(
                 stream.encode(reproducible_frame(np.ascontiguousarray(frame), stream, index))
