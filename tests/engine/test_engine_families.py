@@ -83,19 +83,20 @@ def test_two_different_images_give_different_tokens(family) -> None:
     assert first != _engine_tokens(engine, processor, [IMAGES[1]], [])
 
 
+QWEN3_VL_ONLY = pytest.mark.parametrize("family", ["qwen3-vl"], indirect=True)
+
+
+@QWEN3_VL_ONLY  # videos with timestamps are Qwen3-VL's
 def test_qwen3_vl_image_and_video_prompt_matches_generate(family) -> None:
-    name, _, engine, hf, processor = family
-    if name != "qwen3-vl":
-        pytest.skip("videos with timestamps are Qwen3-VL's")
+    _, _, engine, hf, processor = family
     ours = _engine_tokens(engine, processor, IMAGES[:1], VIDEOS[1:])
     assert ours == _hf_tokens(hf, processor, IMAGES[:1], VIDEOS[1:])
 
 
+@QWEN3_VL_ONLY  # rope_delta is M-RoPE's
 def test_qwen3_vl_positions_continue_after_a_kv_handoff(family) -> None:
     """Prefill in one engine, decode in another: rope_delta travels with the KV."""
-    name, path, engine, hf, processor = family
-    if name != "qwen3-vl":
-        pytest.skip("rope_delta is M-RoPE's")
+    _, path, engine, hf, processor = family
     text = processor.apply_chat_template(
         [{"role": "user", "content": _content(0, 1)}], add_generation_prompt=True, tokenize=False
     )

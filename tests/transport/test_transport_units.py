@@ -155,7 +155,12 @@ async def test_released_readable_frees_at_once() -> None:
     conn.close()
 
 
-def test_get_is_a_singleton_that_refuses_conflicting_settings() -> None:
+def test_get_is_a_singleton_that_refuses_conflicting_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another test in this process may hold the process-wide connector (with other
+    # settings): this one starts from none and gives the other back afterwards.
+    monkeypatch.setattr(Connector, "_instance", None)
     first = Connector.get("tcp", host="127.0.0.1")
     try:
         assert Connector.get() is first and Connector.get("tcp") is first
