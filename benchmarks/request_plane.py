@@ -33,7 +33,8 @@ from typing import Any
 
 from protocol import codec
 from runtime import Component, Context, DistributedRuntime, Graph, endpoint
-from runtime.etcd_server import EtcdServer, free_ports
+from runtime.etcd_server import EtcdServer
+from runtime.ports import free_ports
 from runtime.processes import dies_with_parent, stop_process
 
 RESULTS = Path(__file__).parent / "results" / "request_plane.json"

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from runtime import ComponentConfig
+from runtime.ports import free_port
 from runtime.worker import ADVERTISE_ENV, LOOPBACK
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ async def load_vllm_engine(
         os.environ.setdefault(
             "VLLM_NIXL_SIDE_CHANNEL_HOST", os.environ.get(ADVERTISE_ENV, LOOPBACK)
         )
-        os.environ.setdefault("VLLM_NIXL_SIDE_CHANNEL_PORT", str(_free_port()))
+        os.environ.setdefault("VLLM_NIXL_SIDE_CHANNEL_PORT", str(free_port(LOOPBACK)))
     model = await asyncio.to_thread(resolve_model, config.model)
     engine = await asyncio.to_thread(
         VllmEngine.start,
@@ -165,12 +165,6 @@ def engine_stats(engine: AsyncEngine | VllmEngine) -> dict[str, float]:
     """The engine's own counters: the native engine's KV cache, or vLLM's (`vllm_*`)."""
     native = getattr(engine, "engine", None)
     return native.stats() if native is not None else engine.stats()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 def transport_stats(transport: Connector) -> dict[str, float]:

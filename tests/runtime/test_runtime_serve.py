@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.etcd_server import free_ports
+from runtime.ports import free_ports
 
 pytestmark = pytest.mark.timeout(90)
 
