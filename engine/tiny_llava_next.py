@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers import processors
 from transformers import (
-    CLIPVisionConfig,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
     LlavaNextImageProcessor,
@@ -22,7 +20,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from engine.tiny_model import init_weights, train_bpe
+from engine.tiny_model import clip_config, decoder_config, prepend_bos, save_checkpoint, train_bpe
 
 # Bump whenever the built checkpoint changes, so caches of older builds are not reused.
 BUILDER_VERSION = 1
@@ -56,23 +54,14 @@ CHAT_TEMPLATE = (
 
 def build_tiny_llava_next(path: Path) -> Path:
     """Writes the tiny LLaVA-NeXT checkpoint to `path`; the same bytes every time it runs."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer()
-    _build_processor(tokenizer).save_pretrained(path)
     model = LlavaNextForConditionalGeneration(_build_config(tokenizer))
-    init_weights(model)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(path)
-    return path
+    return save_checkpoint(path, _build_processor(tokenizer), model, tokenizer.pad_token_id)
 
 
 def _build_tokenizer() -> PreTrainedTokenizerFast:
     backend = train_bpe(_SPECIAL_TOKENS)
-    bos_id = backend.token_to_id("<s>")
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
-    )
+    prepend_bos(backend)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
@@ -102,33 +91,9 @@ def _build_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaNextProcessor:
 
 
 def _build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaNextConfig:
-    text_config = MistralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=4096,
-        sliding_window=None,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    vision_config = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=_IMAGE_SIZE,
-        patch_size=_PATCH_SIZE,
-        projection_dim=64,
-    )
     return LlavaNextConfig(
-        text_config=text_config,
-        vision_config=vision_config,
+        text_config=MistralConfig(**decoder_config(tokenizer), head_dim=32, sliding_window=None),
+        vision_config=clip_config(_IMAGE_SIZE, _PATCH_SIZE),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=GRID_PINPOINTS,
         image_seq_length=(_IMAGE_SIZE // _PATCH_SIZE) ** 2,

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -30,7 +31,9 @@ from transformers import (
     LlavaNextVideoForConditionalGeneration,
     LlavaNextVideoProcessor,
     LlavaNextVideoVideoProcessor,
+    PreTrainedModel,
     PreTrainedTokenizerFast,
+    ProcessorMixin,
 )
 
 # Bump whenever the built checkpoint changes, so caches of older builds are not reused.
@@ -113,21 +116,41 @@ def resolve_model(name_or_path: str) -> Path | str:
 
 def build_tiny_model(path: Path) -> Path:
     """Writes the tiny checkpoint to `path`; the same bytes every time it runs."""
+    tokenizer = _build_tokenizer()
+    model = LlavaNextVideoForConditionalGeneration(_build_config(tokenizer))
+    return save_checkpoint(path, _build_processor(tokenizer), model, tokenizer.pad_token_id)
+
+
+def save_checkpoint(
+    path: Path,
+    processor: ProcessorMixin,
+    model: PreTrainedModel,
+    pad_token_id: int,
+    **generation: int,
+) -> Path:
+    """Draws `model`'s weights (`init_weights`) and writes it with `processor` as an HF
+    checkpoint directory at `path`. `pad_token_id` and any other `generation` keys go into
+    its generation config. Every tiny transformers family ends its build here."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = _build_tokenizer()
-    _build_processor(tokenizer).save_pretrained(path)
-    model = LlavaNextVideoForConditionalGeneration(_build_config(tokenizer))
+    processor.save_pretrained(path)
     init_weights(model)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = pad_token_id
+    for key, value in generation.items():
+        setattr(model.generation_config, key, value)
     model.save_pretrained(path)
     return path
 
 
-def train_bpe(special_tokens: list[str], vocab_size: int = _VOCAB_SIZE) -> Tokenizer:
+def train_bpe(
+    special_tokens: list[str],
+    vocab_size: int = _VOCAB_SIZE,
+    corpus: str = _CORPUS,
+    unk_token: str | None = None,
+) -> Tokenizer:
     """A byte-level BPE trained on a fixed corpus: any text round-trips, the same ids every
     time, and the vocabulary stays a few hundred tokens. Every tiny family's tokenizer."""
-    backend = Tokenizer(models.BPE())
+    backend = Tokenizer(models.BPE(unk_token=unk_token))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -136,18 +159,53 @@ def train_bpe(special_tokens: list[str], vocab_size: int = _VOCAB_SIZE) -> Token
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    backend.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    backend.train_from_iterator(corpus.splitlines(), trainer=trainer)
     return backend
+
+
+def prepend_bos(backend: Tokenizer, bos: str = "<s>") -> None:
+    """Like Llama and Mistral: every encoded prompt starts with `bos`, so `processor(text=...)`
+    and `tokenizer(text)` give the ids the model expects."""
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A",
+        pair=f"{bos} $A {bos} $B",
+        special_tokens=[(bos, backend.token_to_id(bos))],
+    )
+
+
+def decoder_config(tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
+    """The size and special tokens of every tiny family's decoder, as config keywords."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": False,
+    }
+
+
+def clip_config(image_size: int = _IMAGE_SIZE, patch_size: int = _PATCH_SIZE) -> CLIPVisionConfig:
+    """The CLIP tower of both tiny LLaVA families."""
+    return CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=patch_size,
+        projection_dim=64,
+    )
 
 
 def _build_tokenizer() -> PreTrainedTokenizerFast:
     backend = train_bpe(_SPECIAL_TOKENS)
-    # Like Llama: every encoded prompt starts with <s>, so `processor(text=...)` and
-    # `tokenizer(text)` give the ids the model expects.
-    bos_id = backend.token_to_id("<s>")
-    backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
-    )
+    prepend_bos(backend)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
@@ -181,32 +239,10 @@ def _build_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaNextVideoProces
 
 
 def _build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaNextVideoConfig:
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    vision_config = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=_IMAGE_SIZE,
-        patch_size=_PATCH_SIZE,
-        projection_dim=64,
-    )
     patches_per_frame = (_IMAGE_SIZE // _PATCH_SIZE) ** 2
     return LlavaNextVideoConfig(
-        text_config=text_config,
-        vision_config=vision_config,
+        text_config=LlamaConfig(**decoder_config(tokenizer)),
+        vision_config=clip_config(),
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=[[_IMAGE_SIZE, 2 * _IMAGE_SIZE], [2 * _IMAGE_SIZE, _IMAGE_SIZE]],

@@ -23,7 +23,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
-from engine.tiny_model import init_weights, train_bpe
+from engine.tiny_model import decoder_config, save_checkpoint, train_bpe
 
 # Bump whenever the built checkpoint changes, so caches of older builds are not reused.
 BUILDER_VERSION = 1
@@ -64,16 +64,12 @@ CHAT_TEMPLATE = (
 
 def build_tiny_qwen3_vl(path: Path) -> Path:
     """Writes the tiny Qwen3-VL checkpoint to `path`; the same bytes every time it runs."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
     tokenizer = _build_tokenizer()
-    _build_processor(tokenizer).save_pretrained(path)
     model = Qwen3VLForConditionalGeneration(_build_config(tokenizer))
-    init_weights(model)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(path)
-    return path
+    processor = _build_processor(tokenizer)
+    return save_checkpoint(
+        path, processor, model, tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+    )
 
 
 def _build_tokenizer() -> PreTrainedTokenizerFast:
@@ -118,24 +114,14 @@ def _build_processor(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLProcessor:
 def _build_config(tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
     ids = tokenizer.convert_tokens_to_ids
     text_config = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 128,
-        "intermediate_size": 256,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **decoder_config(tokenizer),  # bos_token_id None: Qwen has no <bos>
         "head_dim": 32,
-        "max_position_embeddings": 4096,
         "rope_parameters": {
             "rope_type": "default",
             "rope_theta": 5_000_000.0,
             "mrope_section": [8, 4, 4],  # of head_dim / 2 = 16 frequencies: t, h, w
             "mrope_interleaved": True,
         },
-        "bos_token_id": None,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "tie_word_embeddings": False,
     }
     vision_config = {
         "depth": 2,

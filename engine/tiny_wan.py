@@ -16,7 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import processors
+from transformers import PreTrainedTokenizerFast
+
+from engine.tiny_model import train_bpe
 
 # Bump whenever the built checkpoint changes, so caches of older builds are not reused.
 BUILDER_VERSION = 1
@@ -96,20 +99,9 @@ def build_tiny_wan(path: Path) -> Path:
     return path
 
 
-def _build_tokenizer():  # -> PreTrainedTokenizerFast (transformers imported lazily)
+def _build_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE ending every text with `</s>`, as UMT5's tokenizer does."""
-    from transformers import PreTrainedTokenizerFast
-
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=_VOCAB_SIZE,
-        special_tokens=["<pad>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(_CORPUS.splitlines(), trainer=trainer)
+    backend = train_bpe(["<pad>", "</s>", "<unk>"], _VOCAB_SIZE, _CORPUS, unk_token="<unk>")
     backend.post_processor = processors.TemplateProcessing(
         single="$A </s>", special_tokens=[("</s>", backend.token_to_id("</s>"))]
     )
