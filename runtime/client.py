@@ -18,6 +18,7 @@ DEFAULT_DEADLINE_S = 600.0
 MAX_ATTEMPTS = 3  # instances tried for one request, when they fail before replying
 STATS_ENDPOINT = "__stats__"
 NO_INSTANCE_GRACE_S = 3.0
+LINK_BACK_GRACE_S = 10.0  # how long a request waits for a dropped link to its only instance
 
 
 class Client:
@@ -73,7 +74,8 @@ class Client:
 
         An instance lost before its first reply (killed, or refusing work
         while it drains) is retried on another one: nothing was observed yet,
-        so the caller cannot tell. Once replies flow, `WorkerLost` is raised.
+        so the caller cannot tell. So is one whose link dropped and came back
+        while etcd still lists it. Once replies flow, `WorkerLost` is raised.
         """
         timeout_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
         deadline = time.monotonic() + timeout_s
@@ -81,6 +83,7 @@ class Client:
         if not self._watcher.ready.is_set():
             await self._wait_listed(timeout_s)
         lost: set[str] = set()
+        attempts = 0
         while True:
             if instance_id is None:
                 await self._await_any(endpoint, lost, deadline)
@@ -96,10 +99,46 @@ class Client:
                         yield reply
                 return
             except WorkerLost:
-                lost.add(instance.instance_id)
-                others = [i for i in self.instances(endpoint) if i.instance_id not in lost]
-                if replied or instance_id is not None or len(lost) >= MAX_ATTEMPTS or not others:
+                attempts += 1
+                if replied or instance_id is not None or attempts >= MAX_ATTEMPTS:
                     raise
+                lost.add(instance.instance_id)
+                link_dropped = not self._connections.reachable(instance.address)
+                if not await self._retry_target(endpoint, lost, instance, link_dropped, deadline):
+                    raise
+
+    async def _retry_target(
+        self,
+        endpoint: str,
+        lost: set[str],
+        instance: Instance,
+        link_dropped: bool,
+        deadline: float,
+    ) -> bool:
+        """Whether a request lost before its first reply has an instance to go to again.
+
+        Another live instance at once; else, if only the link to `instance`
+        dropped, that instance once the link is back while etcd still lists it
+        (it is then taken off `lost`). A link drops without its worker dying
+        when a loaded machine delays heartbeats past their timeout; a dead
+        worker never reconnects (its replacement registers as another
+        instance), so after LINK_BACK_GRACE_S the loss stands.
+        """
+        until = min(deadline, time.monotonic() + LINK_BACK_GRACE_S)
+        while True:
+            listed = self.instances(endpoint)
+            if any(i.instance_id not in lost for i in listed):
+                return True
+            if not link_dropped:
+                return False
+            if any(i.instance_id == instance.instance_id for i in listed) and self.reachable(
+                instance
+            ):
+                lost.discard(instance.instance_id)
+                return True
+            if time.monotonic() >= until:
+                return False
+            await asyncio.sleep(0.05)
 
     async def _await_any(self, endpoint: str, avoid: set[str], deadline: float) -> None:
         """Give a component with no live instance a moment to get one back.

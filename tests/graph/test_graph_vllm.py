@@ -142,7 +142,7 @@ def test_killing_the_vllm_decode_worker_mid_stream_is_a_clean_error_and_the_grap
     }
     events = []
     with httpx.stream("POST", f"{graph.base_url}/v1/chat/completions", json=body, timeout=120) as r:
-        assert r.status_code == 200
+        assert r.status_code == 200, r.read()
         for line in r.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue

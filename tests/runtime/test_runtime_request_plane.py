@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import zmq.asyncio
@@ -148,6 +149,31 @@ async def test_a_worker_killed_mid_stream_is_an_error_not_a_hang(echo: Client, w
 
     assert time.monotonic() - killed_at < 15
     assert len(replies) < 1000
+
+
+async def test_a_request_whose_link_dropped_before_any_reply_is_sent_again(
+    echo: Client, workers
+) -> None:
+    """Frozen past the heartbeat timeout, the only worker's link drops; thawed, it serves."""
+    (process,) = workers.processes
+    (instance,) = echo.instances("echo")
+    assert len(await _collect(echo.stream("echo", {}))) == 1  # the link is up (handshake done)
+    call = asyncio.create_task(_collect(echo.stream("echo", {"count": 3, "delay_s": 1.0})))
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 30
+        while echo.reachable(instance) and not call.done():
+            assert time.monotonic() < deadline, "the link to a frozen worker never dropped"
+            await asyncio.sleep(0.05)
+        assert not echo.reachable(instance)  # dropped while the request waited
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    replies = await asyncio.wait_for(call, 30)
+    assert [r["index"] for r in replies] == [0, 1, 2]
+
+
+async def _collect(replies: AsyncIterator[dict]) -> list[dict]:
+    return [reply async for reply in replies]
 
 
 STREAM_FOREVER = """
