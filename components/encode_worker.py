@@ -16,6 +16,7 @@ were sampled.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -153,7 +154,8 @@ class EncodeWorker(Component):
             # Repeated, with what was found: a caller that shared another's
             # flight heard neither `decoding` nor `encoding` from it.
             frames = embeddings.num_tokens // self.engine.tokens_per_frame
-            report(StageUpdate(stage="encoding", video=await self.video_info(data, frames)))
+            info = await self.video_info(data, frames, embeddings.frame_size)
+            report(StageUpdate(stage="encoding", video=info))
         return embeddings, hit or shared
 
     async def fetch_and_embed(
@@ -185,21 +187,26 @@ class EncodeWorker(Component):
             embeddings = await asyncio.to_thread(
                 self.engine.encode, decoded.frames, modality, times
             )
+        height, width = decoded.frames.shape[1:3]
+        embeddings = dataclasses.replace(embeddings, frame_size=(width, height))
         self.cache.put(key, embeddings)
         self.encoded += 1
         return embeddings, False, data
 
-    async def video_info(self, data: bytes, frames: int) -> VideoInfo:
+    async def video_info(
+        self, data: bytes, frames: int, frame_size: tuple[int, int] | None
+    ) -> VideoInfo:
         """What the caller is told of its video: the file's probe and the frames sampled."""
         probe = await asyncio.to_thread(probe_video, data)
+        sampled_width, sampled_height = frame_size or (probe.width, probe.height)
         return VideoInfo(
             duration_s=probe.duration_s,
             fps=probe.fps,
             width=probe.width,
             height=probe.height,
             frames_sampled=frames,
-            sampled_width=probe.width,
-            sampled_height=probe.height,
+            sampled_width=sampled_width,
+            sampled_height=sampled_height,
         )
 
     async def decode(

@@ -123,7 +123,8 @@ async def load_vllm_engine(
     """Starts vLLM (a minute on a small CPU) in a thread, so the etcd lease stays alive.
 
     On CPU each worker's vLLM gets `cpu-threads` threads and no core pinning,
-    since several workers share the host's cores. A KV producer's NIXL side
+    since several workers share the host's cores, and `enforce-eager` means no
+    torch.compile at all. A KV producer's NIXL side
     channel listens on a free port of the address other hosts reach us at.
     """
     from engine import resolve_model
@@ -132,6 +133,10 @@ async def load_vllm_engine(
     if config.device == "cpu":
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         os.environ.setdefault("OMP_NUM_THREADS", str(config.cpu_threads))
+        if config.vllm_args.get("enforce-eager") or config.vllm_args.get("enforce_eager"):
+            # enforce-eager leaves vLLM's own torch.compile'd helpers (the sampler's
+            # logprob ranks) compiling C++ for minutes at their first new shape.
+            os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
     if kv_role is not None:
         os.environ.setdefault(
             "VLLM_NIXL_SIDE_CHANNEL_HOST", os.environ.get(ADVERTISE_ENV, LOOPBACK)

@@ -96,6 +96,9 @@ class MediaEmbedding:
     """The token ids that replace the item's placeholder, where they are more than the
     placeholder repeated (Qwen3-VL: each frame pair's timestamp as text around its
     tokens); they come from the decoded media, so they travel with the embeddings."""
+    frame_size: tuple[int, int] | None = None
+    """(width, height) the frames were sampled at, where the encode worker knows it: what
+    it tells the caller, also when the embeddings come from its cache."""
 
     @property
     def num_tokens(self) -> int:
