@@ -15,11 +15,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from functools import partial
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from protocol.errors import ServiceError
 from protocol.messages import ProcessorOutput, ProcessorRequest
@@ -55,10 +58,14 @@ async def respond(
     rest = processor_stream(state, kind, payload, request_id)
     first = asyncio.ensure_future(anext(rest))
     if body.stream:
-        await asyncio.wait({first}, timeout=state.keepalive_s)
+        try:
+            await asyncio.wait({first}, timeout=state.keepalive_s)
+        except BaseException:
+            await release(state, rest, first)
+            raise
         if not first.done() or first.exception() is None:
             events = relay(state, first, rest, chunks)
-            return StreamingResponse(events, media_type="text/event-stream")
+            return ClosingStream(events, on_close=partial(release, state, rest, first))
     try:
         choices = await unless_disconnected(request, by_choice(first, rest))
         answer = JSONResponse(whole(choices).model_dump(), headers={"x-request-id": request_id})
@@ -101,12 +108,12 @@ async def start_generation(
     stream = processor_stream(state, "chat", request, request_id, report_stages)
     try:
         first = await anext(stream)
-    except ServiceError:
-        await release(state, stream)
-        raise
     except StopAsyncIteration:
         await release(state, stream)
         raise ServiceError("the graph ended the request early") from None
+    except BaseException:  # an error, or this request cancelled while it waited
+        await release(state, stream)
+        raise
     return first, stream
 
 
@@ -114,7 +121,8 @@ async def relay(
     state: FrontendState, first: asyncio.Future[ProcessorOutput], rest: Outputs, chunks: Chunks
 ) -> AsyncIterator[str]:
     """The SSE stream: keep-alive comments until the first output, the route's chunks, then
-    `[DONE]`; an error after the response started travels as an error event."""
+    `[DONE]`; an error after the response started travels as an error event. Its
+    `ClosingStream` releases the request."""
     status, reason = 200, None
     try:
         while not first.done():
@@ -133,7 +141,6 @@ async def relay(
         raise
     finally:
         state.metrics.answered(status, reason)
-        await release(state, rest, first)
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
@@ -163,15 +170,25 @@ async def release(
     """Close the request's stream (cancelling what is left of it downstream) and its slot.
 
     This also runs while a cancelled response unwinds, where any await may be
-    cancelled again; the closing runs as its own task, so it finishes anyway.
+    cancelled again; see `settle`.
     """
-    closing = asyncio.ensure_future(_close(state, rest, first))
-    _closing.add(closing)
-    closing.add_done_callback(_closing.discard)
-    await asyncio.shield(closing)
+    await settle(_close(state, rest, first))
 
 
-_closing: set[asyncio.Future[None]] = set()  # strong references until each has finished
+async def settle(work: Awaitable[None]) -> None:
+    """Await `work`, which runs to its end even if this await is cancelled.
+
+    Cleanup runs while a cancelled response unwinds, where any await may be
+    cancelled again (an anyio cancel scope cancels at every await); as its own
+    task, shielded, the work finishes anyway.
+    """
+    task = asyncio.ensure_future(work)
+    _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    await asyncio.shield(task)
+
+
+_settling: set[asyncio.Future[None]] = set()  # strong references until each has finished
 
 
 async def _close(
@@ -181,10 +198,52 @@ async def _close(
         if first is not None and not first.done():
             first.cancel()
             await asyncio.wait({first})
+        if first is not None and not first.cancelled():
+            first.exception()  # seen: a failure no one relayed is not logged as unretrieved
         await rest.aclose()  # type: ignore[attr-defined]
     finally:
         state.admission.leave()
         state.metrics.in_flight.dec()
+
+
+class ClosingStream(StreamingResponse):
+    """An SSE response that runs `on_close` exactly once when it ends, sent or not.
+
+    Starlette closes a streaming body only if it was started and runs its
+    background task only after a clean finish. A client that leaves before the
+    first chunk (Starlette then cancels the body before it ever runs), an
+    error, or a normal end: each closes the body and then runs `on_close`
+    (which releases the request's admission slot and remote work, and whatever
+    else the route holds), to its end even while cancelled.
+    """
+
+    def __init__(
+        self, content: AsyncIterator[str], on_close: Callable[[], Awaitable[None]]
+    ) -> None:
+        super().__init__(content, media_type="text/event-stream")
+        self.on_close = on_close
+        self.closed = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except ClientDisconnect:
+            pass  # the client left (an ASGI 2.4 server says so this way): no one to answer
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Close the body, then run `on_close`; only the first call does anything."""
+        if self.closed:
+            return
+        self.closed = True
+        await settle(self._close())
+
+    async def _close(self) -> None:
+        try:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self.on_close()
 
 
 def finish(state: FrontendState, request_id: str, error: ServiceError) -> JSONResponse:

@@ -18,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import get_args
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
-from starlette.types import Receive, Scope, Send
 
 from media import MediaError, probe_video
 from protocol.apps import (
@@ -40,7 +39,14 @@ from protocol.errors import ServiceError
 from protocol.messages import ProcessorOutput, Stage, VideoInfo
 from protocol.openai import ChatCompletionRequest, Usage
 from routes.errors import ERROR_RESPONSES, error_body
-from routes.generate import Outputs, check_model, finish, release, start_generation
+from routes.generate import (
+    ClosingStream,
+    Outputs,
+    check_model,
+    finish,
+    release,
+    start_generation,
+)
 from routes.state import AppSettings, FrontendState, frontend, serves
 from routes.uploads import receive_upload
 
@@ -299,27 +305,3 @@ async def stream_events(
         raise
     finally:
         state.metrics.answered(status)
-
-
-class ClosingStream(StreamingResponse):
-    """An SSE response that always runs `on_close` once it ends, sent or not.
-
-    Starlette closes a streaming body only if it was started and runs its
-    background task only after a clean finish; the graph stream (admission,
-    remote work) and an upload's file must be released in every case.
-    """
-
-    def __init__(
-        self,
-        content: AsyncIterator[str],
-        on_close: Callable[[], Awaitable[None]],
-    ) -> None:
-        super().__init__(content, media_type="text/event-stream")
-        self.on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
-            await self.on_close()

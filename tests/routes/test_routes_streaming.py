@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi.testclient import TestClient
+from routes_fakes import StandInProcessor
 
-from protocol.messages import ProcessorOutput
 from routes.admission import Admission
 from routes.app import build_app
 from routes.metrics import FrontendMetrics
@@ -22,29 +20,14 @@ from routes.state import FrontendState
 BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
-class SlowProcessor:
+class SlowProcessor(StandInProcessor):
     """Answers one token once `release` is set."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
 
-    async def stream(
-        self, endpoint: str, request: Any, *, deadline_s: float | None = None
-    ) -> AsyncIterator[Any]:
+    async def before_answer(self, deadline_s: float | None) -> None:
         await asyncio.to_thread(self.release.wait, 30)
-        yield ProcessorOutput(
-            text="ok",
-            token_ids=[5],
-            finish_reason="stop",
-            usage_prompt_tokens=3,
-            usage_completion_tokens=1,
-        ).model_dump()
-
-    def instances(self) -> list[Any]:
-        return []
-
-    async def collect_stats(self) -> dict[str, dict[str, float]]:
-        return {}
 
 
 def app(processor: SlowProcessor) -> TestClient:
