@@ -176,6 +176,9 @@ class SamplingFields(_Strict):
     return_tokens_as_token_ids: bool = False
     # Dynamo/vLLM extension: per-request media decoding options, e.g. {"video": {"num_frames": 16}}.
     media_io_kwargs: dict[str, dict[str, Any]] | None = None
+    # vidgraph extension: seconds the whole request may take (queue, media, prefill, decode),
+    # within the server's `request-timeout-s`; then 504 and the work stops downstream.
+    timeout: float | None = Field(default=None, gt=0)
     # Known, but not honoured: see REFUSED.
     tools: Any = None
     tool_choice: Any = None

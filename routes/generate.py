@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
-from protocol.errors import ServiceError
+from protocol.errors import DeadlineExceeded, ServiceError
 from protocol.messages import ProcessorOutput, ProcessorRequest
 from protocol.openai import SamplingFields, Usage
 from routes import sse
@@ -49,13 +49,14 @@ async def respond(
     """The answer to a generating request: the whole JSON body, or an SSE stream."""
     state = frontend(request)
     request_id: str = request.state.request_id
+    ends = Deadline(state, body.timeout)
     try:
         check_model(state, body.model)
-        await admit(state)
+        await admit(state, ends)
     except ServiceError as error:
         return finish(state, request_id, error)
     payload = body.model_dump(exclude_unset=True, by_alias=True)
-    rest = processor_stream(state, kind, payload, request_id)
+    rest = processor_stream(state, kind, payload, request_id, ends=ends)
     first = asyncio.ensure_future(anext(rest))
     if body.stream:
         try:
@@ -82,6 +83,27 @@ async def respond(
         await release(state, rest, first)
 
 
+class Deadline:
+    """When the request must be done: its own `timeout`, within the server's limit."""
+
+    def __init__(self, state: FrontendState, timeout_s: float | None = None) -> None:
+        limit = state.request_timeout_s
+        self.timeout_s = limit if timeout_s is None else min(timeout_s, limit)
+        self.at = time.monotonic() + self.timeout_s
+
+    def left_s(self) -> float:
+        """The seconds left, or DeadlineExceeded when none are."""
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise self.exceeded()
+        return left
+
+    def exceeded(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the request did not finish within its timeout of {self.timeout_s:g} s"
+        )
+
+
 def check_model(state: FrontendState, model: str) -> None:
     if model != state.model_name:
         raise ServiceError(
@@ -104,8 +126,9 @@ async def start_generation(
     from here, nothing is left to release. With `report_stages`, outputs
     carrying a `stage` (and no text) come before and between the answer's.
     """
-    await admit(state)
-    stream = processor_stream(state, "chat", request, request_id, report_stages)
+    ends = Deadline(state)
+    await admit(state, ends)
+    stream = processor_stream(state, "chat", request, request_id, report_stages, ends=ends)
     try:
         first = await anext(stream)
     except StopAsyncIteration:
@@ -251,10 +274,14 @@ def finish(state: FrontendState, request_id: str, error: ServiceError) -> JSONRe
     return error_response(error, request_id)
 
 
-async def admit(state: FrontendState) -> None:
-    """Wait for a slot (timed as queue time), then count the request running."""
+async def admit(state: FrontendState, ends: Deadline) -> None:
+    """Wait for a slot (timed as queue time), until the deadline, then count the request
+    running."""
     started = time.perf_counter()
-    await state.admission.admit()
+    try:
+        await asyncio.wait_for(state.admission.admit(), ends.left_s())
+    except TimeoutError:
+        raise ends.exceeded() from None
     state.metrics.queue_time.observe(time.perf_counter() - started)
     state.metrics.in_flight.inc()
 
@@ -265,8 +292,12 @@ async def processor_stream(
     body: dict[str, Any],
     request_id: str,
     report_stages: bool = False,
+    *,
+    ends: Deadline | None = None,
 ) -> AsyncIterator[ProcessorOutput]:
-    """The request's outputs from a Processor, every choice's, timed for TTFT and ITL."""
+    """The request's outputs from a Processor, every choice's, timed for TTFT and ITL; at
+    the deadline (by default the server's limit from now) the graph stops the work and the
+    stream ends in DeadlineExceeded."""
     metrics = state.metrics
     request = ProcessorRequest(
         request_id=request_id, kind=kind, request=body, report_stages=report_stages
@@ -275,7 +306,7 @@ async def processor_stream(
     started = last = time.perf_counter()
     first = True
     upstream = state.upstream("chat").stream(
-        "generate", request.model_dump(), deadline_s=state.request_timeout_s
+        "generate", request.model_dump(), deadline_s=(ends or Deadline(state)).left_s()
     )
     async with aclosing(upstream):
         async for message in upstream:
