@@ -89,6 +89,7 @@ class EmbeddingSource:
                 features=dict(zip(reply.features, tensors[1:], strict=True)),
                 grid=reply.grid,
                 expansion=reply.expansion,
+                content_hash=reply.content_hash,
             )
         raise WorkerLost(f"could not read the video embeddings: {failure}") from failure
 

@@ -129,6 +129,7 @@ class EncodeWorker(Component):
             features=list(embeddings.features),
             grid=embeddings.grid,
             expansion=embeddings.expansion,
+            content_hash=embeddings.content_hash,
         ).model_dump()
 
     async def embed(
@@ -188,7 +189,7 @@ class EncodeWorker(Component):
                 self.engine.encode, decoded.frames, modality, times
             )
         height, width = decoded.frames.shape[1:3]
-        embeddings = dataclasses.replace(embeddings, frame_size=(width, height))
+        embeddings = dataclasses.replace(embeddings, frame_size=(width, height), content_hash=key)
         self.cache.put(key, embeddings)
         self.encoded += 1
         return embeddings, False, data

@@ -168,6 +168,8 @@ class EncodeResponse(BaseModel):
     family's per-token extras, e.g. Qwen3-VL's DeepStack features). `grid` and
     `expansion` are the rest of the family's `MediaEmbedding` (M-RoPE grid; the
     tokens that replace the placeholder, e.g. Qwen3-VL's frame timestamps).
+    `content_hash` is the encode worker's cache key (media bytes, sampling, model):
+    the engine's prefix cache names the item by it instead of hashing the embeddings.
     """
 
     embeddings: dict[str, Any]
@@ -178,6 +180,7 @@ class EncodeResponse(BaseModel):
     features: list[str] = Field(default_factory=list)
     grid: tuple[int, int, int] | None = None
     expansion: list[int] | None = None
+    content_hash: str | None = None
 
 
 # DecodeWorker -> PrefillWorker (disaggregated graph)

@@ -36,6 +36,10 @@ async def test_an_image_is_encoded_on_a_worker_with_video_disabled() -> None:
         assert red_embeddings.modality == "image" and red_embeddings.num_tokens > 0 and not hit
         # the image, not a constant, was encoded
         assert not red_embeddings.embeddings.equal(blue_embeddings.embeddings)
+        # the prefix cache names each image by the encode cache's key, not by its embeddings
+        assert None is not red_embeddings.content_hash != blue_embeddings.content_hash
+        again, hit = await worker.embed(red, ignore)
+        assert hit and again.content_hash == red_embeddings.content_hash
 
         video = EncodeRequest(
             request_id="v", media=MediaRef(url="data:video/mp4;base64,AAAA", modality="video")
