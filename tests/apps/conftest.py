@@ -11,7 +11,6 @@ it is left empty, and are capped at 1 MiB so the limit is cheap to reach.
 from __future__ import annotations
 
 import http.server
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,13 +26,9 @@ from media.samples import write_sample_video
 @pytest.fixture(scope="package")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The tiny checkpoint in a fresh cache, shared by this process and the graph."""
-    previous = os.environ.get("VIDGRAPH_CACHE")
-    os.environ["VIDGRAPH_CACHE"] = str(tmp_path_factory.mktemp("vidgraph-cache"))
-    yield Path(resolve_model("tiny"))
-    if previous is None:
-        del os.environ["VIDGRAPH_CACHE"]
-    else:
-        os.environ["VIDGRAPH_CACHE"] = previous
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VIDGRAPH_CACHE", str(tmp_path_factory.mktemp("vidgraph-cache")))
+        yield Path(resolve_model("tiny"))
 
 
 @pytest.fixture(scope="package")

@@ -6,7 +6,6 @@ import torch); the HF reference model runs in the test process.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,14 +23,9 @@ from media.samples import write_sample_video
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The tiny checkpoint in a fresh cache, shared by this process and the graphs it starts."""
-    cache = tmp_path_factory.mktemp("vidgraph-cache")
-    previous = os.environ.get("VIDGRAPH_CACHE")
-    os.environ["VIDGRAPH_CACHE"] = str(cache)
-    yield Path(resolve_model("tiny"))
-    if previous is None:
-        del os.environ["VIDGRAPH_CACHE"]
-    else:
-        os.environ["VIDGRAPH_CACHE"] = previous
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VIDGRAPH_CACHE", str(tmp_path_factory.mktemp("vidgraph-cache")))
+        yield Path(resolve_model("tiny"))
 
 
 @pytest.fixture(scope="session")

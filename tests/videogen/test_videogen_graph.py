@@ -40,13 +40,9 @@ LONG = {"num_frames": 5, "num_inference_steps": 2000}  # seconds: long enough to
 @pytest.fixture(scope="module")
 def wan_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The tiny Wan in a fresh cache, shared by this process and the graph's workers."""
-    previous = os.environ.get("VIDGRAPH_CACHE")
-    os.environ["VIDGRAPH_CACHE"] = str(tmp_path_factory.mktemp("vidgraph-cache"))
-    yield Path(resolve_model(MODEL))
-    if previous is None:
-        del os.environ["VIDGRAPH_CACHE"]
-    else:
-        os.environ["VIDGRAPH_CACHE"] = previous
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("VIDGRAPH_CACHE", str(tmp_path_factory.mktemp("vidgraph-cache")))
+        yield Path(resolve_model(MODEL))
 
 
 @pytest.fixture(scope="module")
