@@ -142,6 +142,19 @@ def chat(messages: list[dict], **fields: object) -> dict:
     return {"model": "tiny", "messages": messages, "max_tokens": 4, **fields}
 
 
+def assert_settles_idle(graph: RunningGraph, timeout_s: float) -> None:
+    """Within `timeout_s`, the frontend counts no running request and the decode worker
+    holds no sequence (a cancelled request frees both)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        running = worker_stat(graph, "DecodeWorker", "running_sequences")
+        if metric(graph, RUNNING) == 0 and running == 0:
+            break
+        time.sleep(0.2)
+    assert metric(graph, RUNNING) == 0
+    assert worker_stat(graph, "DecodeWorker", "running_sequences") == 0
+
+
 ERRORS = {
     "malformed json": (None, b'{"model": "tiny", "messages": [', 400),
     "no messages": ({"model": "tiny"}, None, 400),
@@ -208,14 +221,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_sequence(graph: RunningG
         for _ in range(6):
             next(lines)
         assert metric(graph, RUNNING) == 1
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        running = worker_stat(graph, "DecodeWorker", "running_sequences")
-        if metric(graph, RUNNING) == 0 and running == 0:
-            break
-        time.sleep(0.2)
-    assert metric(graph, RUNNING) == 0
-    assert worker_stat(graph, "DecodeWorker", "running_sequences") == 0
+    assert_settles_idle(graph, timeout_s=60)
 
 
 def test_health_lists_every_component_and_models_lists_tiny(graph: RunningGraph) -> None:
@@ -373,14 +379,7 @@ def test_a_client_that_disconnects_before_a_whole_answer_cancels_it(graph: Runni
         while worker_stat(graph, "DecodeWorker", "running_sequences") != 1:
             assert time.monotonic() < deadline, "the request never started decoding"
             time.sleep(0.1)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        running = worker_stat(graph, "DecodeWorker", "running_sequences")
-        if metric(graph, RUNNING) == 0 and running == 0:
-            break
-        time.sleep(0.2)
-    assert metric(graph, RUNNING) == 0
-    assert worker_stat(graph, "DecodeWorker", "running_sequences") == 0
+    assert_settles_idle(graph, timeout_s=30)
 
 
 def test_models_lists_the_context_length_and_modalities(graph: RunningGraph) -> None:
