@@ -5,6 +5,9 @@ CANCEL (or its deadline) cancels exactly that handler, and a slow stream never
 holds up the others. The ROUTER refuses to send to a caller it no longer
 knows (ROUTER_MANDATORY), which is how a handler learns that its caller died:
 the next reply fails and the handler is cancelled instead of computing for no one.
+A handler with nothing to send yet (a prefill queued behind others, a wait on
+another worker) would never learn it, so every CALLER_PROBE_S each caller with
+requests in flight is sent this worker's load alone, which fails just the same.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class Context:
 
 Handler = Callable[[Any, Context], AsyncIterator[Any]]
 _FROM_CALLERS = frozenset({Kind.REQUEST, Kind.CANCEL})
+# How often a caller with requests in flight is checked for (see the module's doc).
+# A killed caller's TCP link closes at once; a vanished host's within the heartbeat timeout.
+CALLER_PROBE_S = 1.0
 
 
 class EndpointServer:
@@ -67,6 +73,7 @@ class EndpointServer:
         self.requests: Counter[str] = Counter()
         self.request_seconds: defaultdict[str, float] = defaultdict(float)
         self._receiver = asyncio.create_task(self._receive_forever())
+        self._prober = asyncio.create_task(self._probe_callers_forever())
 
     @property
     def inflight(self) -> int:
@@ -91,6 +98,13 @@ class EndpointServer:
             for frame in frames:
                 dropped += not self._dispatch(peer, frame)
             self.rejects.drop(peer.hex(), dropped, "frames of the wrong kind or shape")
+
+    async def _probe_callers_forever(self) -> None:
+        """Check, by a send, that every caller with requests in flight is still connected."""
+        while True:
+            await asyncio.sleep(CALLER_PROBE_S)
+            for peer in {caller for caller, _ in self._tasks}:
+                self._outbox.probe(peer)
 
     def _dispatch(self, peer: bytes, frame: list[Any]) -> bool:
         """Start or cancel a request; False for a frame that makes no sense here."""
@@ -172,9 +186,10 @@ class EndpointServer:
             await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def close(self) -> None:
-        self._receiver.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._receiver
+        for task in (self._receiver, self._prober):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._outbox.close()
         self._socket.close()
 

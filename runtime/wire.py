@@ -15,6 +15,8 @@ ROUTER's routing frame) carries a msgpack array of frames: everything queued
 for one peer during one event-loop turn travels together, followed by one
 [LOAD, n] frame from a worker saying how many requests it is serving (every
 caller's, not just this one's), which routers use as the instance's load.
+A worker also sends [LOAD, n] alone, about once a second, to each caller with
+requests in flight: the send fails if that caller is gone (see runtime.server).
 
 Anything else that arrives (bytes that are not msgpack, a truncated array, a
 frame of the wrong shape, a second request under a number still in flight) is
@@ -218,6 +220,18 @@ class Outbox:
         if room is not None:
             await room.wait()
 
+    def probe(self, peer: bytes) -> None:
+        """Send `peer` at least the trailer this turn, to learn whether it is still there.
+
+        A ROUTER with ROUTER_MANDATORY refuses to send to a peer that
+        disconnected, and `on_unreachable` says so; only an outbox with a
+        trailer (a worker's, with its load) has something to send.
+        """
+        assert self._trailer is not None, "a probe is the trailer alone"
+        if peer not in self._queued:
+            self._queued[peer] = []
+            self._ready.set()
+
     def forget(self, peer: bytes) -> None:
         """Drop what is queued for a peer that went away, and release its producers."""
         self._queued.pop(peer, None)
@@ -247,9 +261,10 @@ class Outbox:
                 # This peer's pipe is full: keep its frames (in order) for the next try.
                 if self._trailer is not None:
                     frames = frames[:-1]
-                self._queued[peer] = frames + self._queued.get(peer, [])
-                self._ready.set()
-                all_sent = False
+                if frames:  # (a probe's trailer alone is not worth keeping: the peer is there)
+                    self._queued[peer] = frames + self._queued.get(peer, [])
+                    self._ready.set()
+                    all_sent = False
                 continue
             except zmq.ZMQError:
                 # A ROUTER with ROUTER_MANDATORY refuses peers that disconnected.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -176,30 +177,53 @@ async def _collect(replies: AsyncIterator[dict]) -> list[dict]:
     return [reply async for reply in replies]
 
 
-STREAM_FOREVER = """
-import asyncio, sys
+CALLER = """
+import asyncio, json, sys
 from runtime import DistributedRuntime
 
 async def main():
     runtime = await DistributedRuntime.connect(sys.argv[1], sys.argv[2])
     client = runtime.client("Echo")
     await client.wait_for_instances(1)
-    async for _ in client.stream("echo", {"count": 100000, "delay_s": 0.05}):
+    async for _ in client.stream("echo", json.loads(sys.argv[3])):
         pass
 
 asyncio.run(main())
 """
 
 
-async def test_a_caller_killed_mid_stream_stops_the_handler(echo: Client, etcd, namespace) -> None:
-    caller = subprocess.Popen(
-        dies_with_parent([sys.executable, "-c", STREAM_FOREVER, etcd.address, namespace])
-    )
+async def kill_caller_mid_request(echo: Client, etcd, namespace: str, body: dict) -> None:
+    """Another process sends `body` to the echo worker and is killed while it is served."""
+    command = [sys.executable, "-c", CALLER, etcd.address, namespace, json.dumps(body)]
+    caller = subprocess.Popen(dies_with_parent(command))
     try:
         await wait_for_stat(echo, "inflight", 1)
         os.kill(caller.pid, signal.SIGKILL)
-        stats = await wait_for_stat(echo, "cancelled", 1)
+        caller.wait()
     finally:
         stop_process(caller, grace_s=1)
 
+
+async def test_a_caller_killed_mid_stream_stops_the_handler(echo: Client, etcd, namespace) -> None:
+    await kill_caller_mid_request(echo, etcd, namespace, {"count": 100000, "delay_s": 0.05})
+    stats = await wait_for_stat(echo, "cancelled", 1)
+
     assert stats["inflight"] == 0
+
+
+@pytest.mark.timeout(120)  # wait_for_stat's own 60 s says what stayed, not the module's timeout
+async def test_a_caller_killed_before_the_first_reply_stops_the_handler(
+    echo: Client, etcd, namespace
+) -> None:
+    """A handler that has nothing to send yet (a prefill queued behind others) learns too.
+
+    It used to learn that its caller died only from a reply that could not be
+    sent, so a silent handler ran for no one until its deadline: the
+    PrefillWorker's in-flight count stayed up after its DecodeWorker was killed.
+    """
+    silent = {"count": 1, "delay_s": 3600}
+    await kill_caller_mid_request(echo, etcd, namespace, silent)
+    stats = await wait_for_stat(echo, "cancelled", 1)
+
+    assert stats["inflight"] == 0
+    assert stats["served"] == 0
