@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime import DistributedRuntime
+from runtime import Client, DistributedRuntime
 from runtime.etcd_server import EtcdServer
 from runtime.processes import dies_with_parent, stop_process
 
@@ -66,3 +66,12 @@ async def runtime(etcd: EtcdServer, namespace: str) -> AsyncIterator[Distributed
         yield connected
     finally:
         await connected.close()
+
+
+@pytest.fixture
+async def echo(workers: Workers, runtime: DistributedRuntime) -> Client:
+    """A client of one started `Echo` worker, once its instance is discovered."""
+    workers.start("Echo")
+    client = runtime.client("Echo")
+    await client.wait_for_instances(1)
+    return client

@@ -29,14 +29,6 @@ pytestmark = pytest.mark.timeout(90)
 ANSWER_WITHIN_S = 10.0  # generous: the bound is "answers", not "answers fast"
 
 
-@pytest.fixture
-async def echo(workers, runtime: DistributedRuntime) -> Client:
-    workers.start("Echo")
-    client = runtime.client("Echo")
-    await client.wait_for_instances(1)
-    return client
-
-
 def request(rid: int, endpoint: str = "echo", timeout_s: Any = 10.0, body: Any = None) -> list:
     return [Kind.REQUEST, rid, endpoint, timeout_s, f"fuzz-{rid}", body or {"text": "x"}]
 

@@ -18,7 +18,6 @@ import zmq.asyncio
 from runtime import (
     Client,
     DeadlineExceeded,
-    DistributedRuntime,
     NoInstances,
     ServiceError,
     WorkerLost,
@@ -27,14 +26,6 @@ from runtime.connection import Connection
 from runtime.processes import dies_with_parent, stop_process
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def echo(workers, runtime: DistributedRuntime) -> Client:
-    workers.start("Echo")
-    client = runtime.client("Echo")
-    await client.wait_for_instances(1)
-    return client
 
 
 async def wait_for_stat(client: Client, name: str, value: float) -> dict[str, float]:
