@@ -13,7 +13,9 @@ The story of a request here:
    cancelled request (the client went away) is aborted in the engine at once,
    which frees its KV cache.
 A request with `report_stages` also gets the encode workers' stage reports
-and `generating` when its sequence joins the batch, as token-less outputs.
+and `generating` when its sequence joins the batch, as token-less outputs;
+prefilled remotely, the prefill worker streams those ahead of its reply, and
+they are passed on the same way.
 
 With `engine: vllm` the same story runs on vLLM's AsyncLLM: embeddings go in
 as precomputed video embeddings, and a remote prefill hands back vLLM's
@@ -22,6 +24,7 @@ as precomputed video embeddings, and a remote prefill hands back vLLM's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -39,7 +42,7 @@ from components.model_worker import (
     transport_stats,
 )
 from components.stage_times import StageTimes
-from components.stages import reporting
+from components.stages import Report, answer_after, reporting
 from protocol.errors import ServiceError
 from protocol.messages import (
     GenerateRequest,
@@ -160,18 +163,25 @@ class DecodeWorker(Component):
         assert self.prefills is not None
         prefill = PrefillRequest(**req.model_dump())
         try:
-            answer = await self.prefills.call(
-                "prefill", prefill.model_dump(), deadline_s=ctx.time_left()
-            )
+            if req.report_stages:
+                prefilling = reporting(lambda report: self.prefill_on_worker(prefill, ctx, report))
+                async with contextlib.aclosing(prefilling):
+                    async for item in prefilling:
+                        if isinstance(item, StageUpdate):
+                            yield TokenOutput(token_ids=[], stage=item)
+                        else:
+                            reply = item
+            else:
+                reply = await self.prefill_on_worker(prefill, ctx, None)
         except (WorkerLost, NoInstances) as error:
-            # No prefill worker answered (it died, or left): nothing was produced
-            # yet, so prefilling here costs time but loses nothing.
+            # No prefill worker answered (it died, or left): no token was produced
+            # yet, so prefilling here costs time but loses nothing. (Stages already
+            # reported come again; the frontend keeps the furthest one.)
             log.warning("remote prefill of %s failed (%s); prefilling here", req.request_id, error)
             self.counts["prefill_fallbacks"] += 1
             async for output in self.local_prefill_then_decode(req, sampling, ctx):
                 yield output
             return
-        reply = PrefillResponse.model_validate(answer)
         if (reply.kv is None) != (self.config.engine == "vllm") and reply.finish_reason is None:
             raise ServiceError(
                 "the prefill and decode workers run different engines; give both `engine: "
@@ -198,6 +208,19 @@ class DecodeWorker(Component):
         )
         async for step in steps:
             yield token_output(step, sampling)
+
+    async def prefill_on_worker(
+        self, prefill: PrefillRequest, ctx: Context, report: Report | None
+    ) -> PrefillResponse:
+        """A prefill worker's reply; given a `report`, its stage reports before it go there."""
+        assert self.prefills is not None
+        if report is None:
+            answer = await self.prefills.call(
+                "prefill", prefill.model_dump(), deadline_s=ctx.time_left()
+            )
+            return PrefillResponse.model_validate(answer)
+        replies = self.prefills.stream("prefill", prefill.model_dump(), deadline_s=ctx.time_left())
+        return await answer_after(replies, PrefillResponse, report, "the prefill worker")
 
     async def decode_in_vllm(
         self, req: GenerateRequest, sampling: SamplingParams, reply: PrefillResponse, ctx: Context

@@ -10,14 +10,13 @@ encode workers' stage reports are passed on to it as they arrive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from components.stage_times import StageTimes
-from components.stages import Report
+from components.stages import Report, answer_after
 from protocol.errors import ServiceError, WorkerLost
-from protocol.messages import EncodeRequest, EncodeResponse, MediaRef, StageUpdate
+from protocol.messages import EncodeRequest, EncodeResponse, MediaRef
 from runtime import Client
 
 if TYPE_CHECKING:
@@ -107,12 +106,7 @@ class EmbeddingSource:
         replies = self.encoders.stream(
             "encode", request.model_dump(), deadline_s=deadline_s, route_key=route_key
         )
-        async with contextlib.aclosing(replies):
-            async for reply in replies:
-                if "stage" not in reply:
-                    return EncodeResponse.model_validate(reply)
-                report(StageUpdate.model_validate(reply))
-        raise ServiceError("the encode worker ended its reply without the embeddings")
+        return await answer_after(replies, EncodeResponse, report, "the encode worker")
 
 
 def check_prompt_fits(

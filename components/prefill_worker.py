@@ -10,6 +10,10 @@ on its completion notice, or when the lease runs out if it never comes.
 With `engine: vllm`, vLLM runs the prompt as a KV producer: the reply carries
 vLLM's `kv_transfer_params` instead, and vLLM keeps the blocks until the
 decode worker's vLLM has pulled them with its NixlConnector.
+
+A request with `report_stages` gets the encode workers' stage reports, then
+`generating` as its prompt starts to run, streamed ahead of the reply, for
+the decode worker to pass on.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from components.model_worker import (
     transport_stats,
 )
 from components.stage_times import StageTimes
-from protocol.messages import PrefillRequest, PrefillResponse, TokenLogprobs
+from components.stages import Report, reporting
+from protocol.messages import PrefillRequest, PrefillResponse, StageUpdate, TokenLogprobs
 from runtime import Component, Context, endpoint
 
 if TYPE_CHECKING:
@@ -69,14 +74,25 @@ class PrefillWorker(Component):
 
     @endpoint
     async def prefill(self, request: dict[str, Any], ctx: Context) -> AsyncIterator[dict[str, Any]]:
+        req = PrefillRequest.model_validate(request)
+        if not req.report_stages:
+            yield (await self.run_prompt(req, ctx, None)).model_dump()
+            return
+        async for item in reporting(lambda report: self.run_prompt(req, ctx, report)):
+            yield item.model_dump()
+
+    async def run_prompt(
+        self, req: PrefillRequest, ctx: Context, report: Report | None
+    ) -> PrefillResponse:
         from engine import SamplingParams
         from transport import Descriptor
 
-        req = PrefillRequest.model_validate(request)
         embeddings = await self.embeddings.fetch(
-            req.request_id, req.media, req.media_io_kwargs, ctx.time_left()
+            req.request_id, req.media, req.media_io_kwargs, ctx.time_left(), report
         )
         check_prompt_fits(req.prompt_token_ids, embeddings, self.config.max_model_len)
+        if report is not None:
+            report(StageUpdate(stage="generating"))
         sampling = SamplingParams(**req.sampling.model_dump())
         # `ctx.request_id` is unique per call, unlike the client-given `req.request_id`.
         if self.config.engine == "vllm":
@@ -84,8 +100,9 @@ class PrefillWorker(Component):
                 ctx.request_id, req.prompt_token_ids, embeddings, sampling
             )
             self.prefills += 1
-            yield prefill_response(prefilled.first, kv_transfer_params=prefilled.kv_transfer_params)
-            return
+            return prefill_response(
+                prefilled.first, kv_transfer_params=prefilled.kv_transfer_params
+            )
         with self.times.time("prefill"):
             first, kv = await self.engine.prefill_export(
                 ctx.request_id, req.prompt_token_ids, embeddings, sampling
@@ -95,7 +112,7 @@ class PrefillWorker(Component):
         )
         self.prefills += 1
         self.kv_bytes_exposed += kv.data.numel() * kv.data.element_size()
-        yield prefill_response(first, kv=readable.metadata.to_dict(), rope_delta=kv.rope_delta)
+        return prefill_response(first, kv=readable.metadata.to_dict(), rope_delta=kv.rope_delta)
 
     async def run(self) -> None:
         """vLLM's counters live in its engine process: keep them fresh (see DecodeWorker.run)."""
@@ -117,7 +134,7 @@ class PrefillWorker(Component):
         }
 
 
-def prefill_response(first: StepOutput, **kv: Any) -> dict[str, Any]:
+def prefill_response(first: StepOutput, **kv: Any) -> PrefillResponse:
     """The reply: the first token, and `kv` (with its `rope_delta`) or `kv_transfer_params`
     to pull the KV with."""
     return PrefillResponse(
@@ -126,4 +143,4 @@ def prefill_response(first: StepOutput, **kv: Any) -> dict[str, Any]:
         finish_reason=first.finish_reason,
         prompt_tokens=first.prompt_tokens,
         **kv,
-    ).model_dump()
+    )

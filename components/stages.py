@@ -5,6 +5,8 @@ Endpoints are async generators, while the work that moves through stages
 awaited code. `reporting` runs that work as a task and yields each report the
 moment it is made, then the work's result, so a client watching the stream
 sees the stages while they happen rather than all at once at the end.
+On the calling side, `answer_after` reads such a stream: the reports go to a
+`Report`, the one answer after them is returned.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
+
+from protocol.errors import ServiceError
 from protocol.messages import StageUpdate
 
 T = TypeVar("T")
+Answer = TypeVar("Answer", bound=BaseModel)
 Report = Callable[[StageUpdate], None]
 
 
@@ -47,3 +53,25 @@ async def reporting(work: Callable[[Report], Awaitable[T]]) -> AsyncIterator[Sta
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def answer_after(
+    replies: AsyncIterator[dict[str, Any]], answer: type[Answer], report: Report, sender: str
+) -> Answer:
+    """The one `answer` that ends `replies`, each `StageUpdate` before it passed to `report`.
+
+    The stream is read to its end, as `Client.call` reads a unary reply; anything
+    but stage reports then exactly one answer, last, is the sender's error.
+    """
+    found: Answer | None = None
+    async with contextlib.aclosing(replies):
+        async for reply in replies:
+            if found is not None:
+                raise ServiceError(f"{sender} sent more after its answer")
+            if "stage" in reply:
+                report(StageUpdate.model_validate(reply))
+            else:
+                found = answer.model_validate(reply)
+    if found is None:
+        raise ServiceError(f"{sender} ended its reply without an answer")
+    return found

@@ -67,9 +67,11 @@ class VideoInfo(BaseModel):
 class StageUpdate(BaseModel):
     """A stage the request has just entered, sent ahead of the answer when asked for.
 
-    Stages travel back up the same stream as the answer (encode worker -> decode
-    worker -> processor -> frontend), inside `TokenOutput.stage` and
-    `ProcessorOutput.stage`, only when the request set `report_stages`.
+    Stages travel back up the same stream as the answer (encode worker -> prefill
+    worker, when the prompt runs there -> decode worker -> processor -> frontend),
+    inside `TokenOutput.stage` and `ProcessorOutput.stage`, only when the request
+    set `report_stages`. The encode and prefill workers send them bare, ahead of
+    their one answer (`components.stages.answer_after` reads such a stream).
     """
 
     stage: Stage
@@ -187,7 +189,11 @@ class EncodeResponse(BaseModel):
 
 
 class PrefillRequest(GenerateRequest):
-    """The same request, to be prefilled only: the decode worker keeps the sequence."""
+    """The same request, to be prefilled only: the decode worker keeps the sequence.
+
+    Answered with one `PrefillResponse`, after `StageUpdate`s (the encode workers',
+    then `generating`) if `report_stages` is set.
+    """
 
 
 class PrefillResponse(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from graphs.serve import ROOT, RunningGraph
 
 CONFIG = ROOT / "configs" / "disagg.yaml"
 LONG_TEXT = "Tell me, in many careful words, about " + "the river and the hills " * 12
+STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,38 @@ def test_remote_prefill_gives_transformers_greedy_tokens(
         got = token_ids(answer.choices[0].logprobs.content)
     assert got == reference.greedy(text, videos, MAX_TOKENS)
     assert worker_stat(graph, "DecodeWorker", "remote_prefills") == remote_before + 1
+
+
+def test_a_streamed_inference_prefilled_remotely_reports_every_stage_in_order(
+    graph: RunningGraph, video: Callable[[int], Path]
+) -> None:
+    """The encode worker's stages reach the frontend through the prefill worker's stream."""
+    remote_before = worker_stat(graph, "DecodeWorker", "remote_prefills")
+    body = {
+        "video_url": f"file://{video(400)}",  # not seen before: every stage runs
+        "prompt": "Describe it.",
+        "generation_params": {"max_tokens": MAX_TOKENS, "temperature": 0},
+        "stream": True,
+    }
+    with httpx.stream(
+        "POST", f"{graph.base_url}/v1/inference/url", json=body, timeout=120
+    ) as response:
+        assert response.status_code == 200, response.read()
+        received, name = [], "message"
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                received.append((name, json.loads(line.removeprefix("data: "))))
+
+    assert worker_stat(graph, "DecodeWorker", "remote_prefills") == remote_before + 1
+    names = [name for name, _ in received]
+    assert [data["stage"] for name, data in received if name == "status"] == STAGES
+    assert names == ["status"] * 5 + ["delta"] * (len(names) - 6) + ["done"]
+    done = received[-1][1]
+    assert "".join(data["text"] for name, data in received if name == "delta") == done["text"]
+    # The video's facts came up with the encode worker's `encoding` report.
+    assert done["video"]["width"] == 80 and done["video"]["frames_sampled"] > 0
 
 
 def test_kv_and_embeddings_crossed_processes_over_nixl(
