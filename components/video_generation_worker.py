@@ -5,8 +5,9 @@ Wan (frame counts of 4k+1, sides of 16, the configured limits), refuses it
 with 429 when this worker's queue is full, and otherwise records it as
 `queued` in storage and answers at once, then keeps streaming the record as
 it changes for callers who wait (the synchronous API). One job at a time runs
-the pipeline in a thread; after each denoising step its progress is written
-to the record, and a cancelled job stops there. The frames are encoded to
+the pipeline in a thread; after a denoising step its progress is written to
+the record (at most every `progress-interval-s`, and after the last step),
+and a cancelled job stops at any step. The frames are encoded to
 H.264 and stored beside the record, which becomes `completed`.
 
 Everything a frontend needs to answer for a job is in the record, so the
@@ -37,6 +38,7 @@ from runtime import Component, ComponentConfig, Context, endpoint
 from runtime.worker import ADVERTISE_ENV, LOOPBACK
 from videogen import (
     Defaults,
+    ProgressThrottle,
     VideoJob,
     VideoRequestError,
     VideoStore,
@@ -68,6 +70,9 @@ class VideoGenerationWorkerConfig(ComponentConfig, Defaults):
     """Videos (and their records) are deleted this long after they finish; 0 keeps them."""
     max_queue: int = Field(default=8, ge=0)
     """Jobs waiting behind the running one; beyond that a request is refused with 429."""
+    progress_interval_s: float = Field(default=0.5, ge=0)
+    """Least time between two progress updates of a running job (the last step's is always
+    written); each is a record saved to storage. 0: after every step."""
 
 
 class _Cancelled(Exception):
@@ -220,11 +225,13 @@ class VideoGenerationWorker(Component):
         record.status = "in_progress"
         await self._save(job)
         loop = asyncio.get_running_loop()
+        throttle = ProgressThrottle(self.config.progress_interval_s)
 
         def on_step(done: int, total: int) -> None:  # in the pipeline's thread
             if job.cancel.is_set():
                 raise _Cancelled
-            loop.call_soon_threadsafe(self._progress, job, 100 * done // total)
+            if throttle.due(done, total):
+                loop.call_soon_threadsafe(self._progress, job, 100 * done // total)
 
         try:
             mp4, thumbnail = await asyncio.to_thread(self._make_video, job, on_step)

@@ -11,10 +11,12 @@ OpenAI's `video` object.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -217,3 +219,25 @@ def _parse_size(size: str, spatial: int) -> tuple[int, int]:
     if int(found.group(1)) < 1 or int(found.group(2)) < 1:
         raise VideoRequestError(f"size must be at least 1x1, got {size!r}", "size")
     return width, height
+
+
+class ProgressThrottle:
+    """Which denoising steps' progress is worth publishing: at most one per `interval_s`.
+
+    Each published value costs a record written to storage and sent to the
+    callers who wait, which per step (or per percent) was a large share of a
+    short job. The first step and the last are always published: a job is seen
+    moving at once, and its record never lags behind the steps at the end.
+    """
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.clock = clock
+        self.last = -math.inf
+
+    def due(self, done: int, total: int) -> bool:
+        now = self.clock()
+        if done < total and now - self.last < self.interval_s:
+            return False
+        self.last = now
+        return True

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from videogen import Defaults, VideoRequest, VideoRequestError, resolve_params
+from videogen import (
+    Defaults,
+    ProgressThrottle,
+    VideoRequest,
+    VideoRequestError,
+    resolve_params,
+)
 
 DEFAULTS = Defaults(
     default_size="64x48",
@@ -70,3 +76,21 @@ def test_what_cannot_be_honoured_is_refused_naming_the_field(fields, param, stat
     with pytest.raises(VideoRequestError) as refused:
         resolve(**fields)
     assert (refused.value.param, refused.value.status) == (param, status)
+
+
+def test_progress_is_published_at_most_once_an_interval_but_always_first_and_last() -> None:
+    now = [100.0]
+    throttle = ProgressThrottle(0.5, clock=lambda: now[0])
+    published = []
+    for done in range(1, 101):  # 100 steps, 0.125 s apart
+        if throttle.due(done, 100):
+            published.append(done)
+        now[0] += 0.125
+    assert published == [*range(1, 100, 4), 100]
+
+
+def test_fast_steps_publish_only_the_first_and_the_last_and_zero_publishes_every_step() -> None:
+    frozen = ProgressThrottle(0.5, clock=lambda: 7.0)
+    assert [d for d in range(1, 51) if frozen.due(d, 50)] == [1, 50]
+    every = ProgressThrottle(0.0, clock=lambda: 7.0)
+    assert [d for d in range(1, 4) if every.due(d, 3)] == [1, 2, 3]
