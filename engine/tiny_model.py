@@ -89,9 +89,9 @@ class TinyModel:
 def resolve_model(name_or_path: str) -> Path | str:
     """Turns a config's `model:` value into something `from_pretrained` accepts.
 
-    A tiny model's name (`"tiny"`, `"tiny-qwen3-vl"`, `"tiny-wan"`, see `TINY_FAMILIES`)
-    is built once into a cache directory shared by every worker process; anything
-    else is passed through as an HF id or local path.
+    A tiny model's name (`"tiny"`, `"tiny-qwen3-vl"`, `"tiny-wan"`, `"tiny-wan-i2v"`, see
+    `TINY_FAMILIES`) is built once into a cache directory shared by every worker process;
+    anything else is passed through as an HF id or local path.
     """
     tiny = next((t for t in TINY_FAMILIES.values() if t.name == name_or_path), None)
     if tiny is None:
@@ -283,6 +283,7 @@ def _tiny_families() -> dict[str, TinyModel]:
             "tiny-qwen3-vl", tiny_qwen3_vl.BUILDER_VERSION, tiny_qwen3_vl.build_tiny_qwen3_vl
         ),
         "wan": TinyModel("tiny-wan", tiny_wan.BUILDER_VERSION, tiny_wan.build_tiny_wan),
+        "wan-i2v": TinyModel("tiny-wan-i2v", tiny_wan.BUILDER_VERSION, tiny_wan.build_tiny_wan_i2v),
     }
 
 

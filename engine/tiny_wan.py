@@ -1,19 +1,21 @@
-"""A tiny Wan 2.1 text-to-video checkpoint, built deterministically, for tests and the demo.
+"""Tiny Wan 2.1 checkpoints, text- and image-to-video, built deterministically for tests.
 
 The same idea as `engine.tiny_model` for the diffusion side: no hub is
 reachable, so we build the smallest `diffusers` checkpoint directory that
 `WanPipeline.from_pretrained` loads like the real `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`
 (transformer, `AutoencoderKLWan`, a UMT5 text encoder with its tokenizer, and
-the UniPC flow scheduler the real one uses). The shapes follow diffusers' own
-Wan pipeline tests: a 32x32, 5-frame video is a 2x4x4 latent and a handful of
-tokens, so a few denoising steps take well under a second on one CPU core.
-Its videos are noise; they are exact, so the graph can be compared frame by
-frame with `WanPipeline` run in-process.
+the UniPC flow scheduler the real one uses), and its image-to-video sibling
+(`WanImageToVideoPipeline`, as `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers`). The
+shapes follow diffusers' own Wan pipeline tests: a 32x32, 5-frame video is a
+2x4x4 latent and a handful of tokens, so a few denoising steps take well under
+a second on one CPU core. Their videos are noise; they are exact, so the graph
+can be compared frame by frame with the pipeline run in-process.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import processors
@@ -27,6 +29,7 @@ BUILDER_VERSION = 1
 _SEED = 0
 _VOCAB_SIZE = 320
 _TEXT_DIM = 32
+_IMAGE_DIM = 4  # the CLIP vision encoder's width: the I2V transformer's image_dim
 _CORPUS = """\
 A cat walks along a sunny beach at golden hour, waves rolling in.
 A red car drives down a rainy city street at night, neon lights reflecting.
@@ -38,15 +41,47 @@ A timelapse of clouds moving over mountains, wide shot, cinematic colour grading
 
 def build_tiny_wan(path: Path) -> Path:
     """Writes the tiny Wan checkpoint to `path`; the same bytes every time it runs."""
-    from diffusers import (
-        AutoencoderKLWan,
-        UniPCMultistepScheduler,
-        WanPipeline,
-        WanTransformer3DModel,
+    from diffusers import WanPipeline
+
+    pipeline = WanPipeline(**_shared_components(), transformer=_transformer(in_channels=16))
+    pipeline.save_pretrained(path)
+    return Path(path)
+
+
+def build_tiny_wan_i2v(path: Path) -> Path:
+    """Writes the tiny image-to-video Wan to `path`; the same bytes every time it runs.
+
+    As `Wan-AI/Wan2.1-I2V-14B-480P-Diffusers` is to the T2V model: the same VAE,
+    text encoder and scheduler, a CLIP vision encoder with its image processor for
+    the reference image, and a transformer that also reads the image's latents
+    (16 + 4 mask + 16 channels in) and its CLIP features (`image_dim`). The
+    encoder's shapes are diffusers' own `WanImageToVideoPipeline` tests'.
+    """
+    from diffusers import WanImageToVideoPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    # diffusers' test encoder: 2 layers of width _IMAGE_DIM, one patch per pixel of 32x32.
+    vision = CLIPVisionConfig(hidden_size=_IMAGE_DIM, num_attention_heads=2, projection_dim=4)
+    vision.update(
+        {"num_hidden_layers": 2, "intermediate_size": 16, "image_size": 32, "patch_size": 1}
     )
+    torch.manual_seed(_SEED)
+    image_encoder = CLIPVisionModelWithProjection(vision)
+    pipeline = WanImageToVideoPipeline(
+        **_shared_components(),
+        transformer=_transformer(in_channels=36, image_dim=_IMAGE_DIM),
+        image_encoder=image_encoder,
+        image_processor=CLIPImageProcessor(crop_size=32, size=32),
+    )
+    pipeline.save_pretrained(path)
+    return Path(path)
+
+
+def _shared_components() -> dict[str, Any]:
+    """What both tiny Wans share: tokenizer, UMT5 text encoder, VAE and flow scheduler."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
     from transformers import UMT5Config, UMT5EncoderModel
 
-    path = Path(path)
     tokenizer = _build_tokenizer()
     torch.manual_seed(_SEED)
     vae = AutoencoderKLWan(
@@ -70,12 +105,26 @@ def build_tiny_wan(path: Path) -> Path:
             eos_token_id=tokenizer.eos_token_id,
         )
     )
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    return {
+        "tokenizer": tokenizer,
+        "text_encoder": text_encoder,
+        "vae": vae,
+        "scheduler": scheduler,
+    }
+
+
+def _transformer(in_channels: int, image_dim: int | None = None) -> Any:
+    from diffusers import WanTransformer3DModel
+
     torch.manual_seed(_SEED)
-    transformer = WanTransformer3DModel(
+    return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=16,
+        in_channels=in_channels,
         out_channels=16,
         text_dim=_TEXT_DIM,
         freq_dim=256,
@@ -84,19 +133,8 @@ def build_tiny_wan(path: Path) -> Path:
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
+        image_dim=image_dim,
     )
-    scheduler = UniPCMultistepScheduler(
-        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
-    )
-    pipeline = WanPipeline(
-        tokenizer=tokenizer,
-        text_encoder=text_encoder,
-        vae=vae,
-        transformer=transformer,
-        scheduler=scheduler,
-    )
-    pipeline.save_pretrained(path)
-    return path
 
 
 def _build_tokenizer() -> PreTrainedTokenizerFast:
