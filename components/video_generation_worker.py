@@ -203,6 +203,14 @@ class VideoGenerationWorker(Component):
                 type="invalid_request_error",
                 param="input_reference",
             )
+        if submit.image is None and self.pipeline.takes_image:
+            raise ServiceError(
+                f"'{self.model_name}' is an image-to-video model; send the first frame "
+                "as input_reference",
+                status=400,
+                type="invalid_request_error",
+                param="input_reference",
+            )
         try:
             params = resolve_params(
                 submit.request, self.config, self.pipeline.temporal, self.pipeline.spatial

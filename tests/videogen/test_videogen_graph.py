@@ -9,6 +9,7 @@ a worker waits until the graph has two workers again.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import os
 import signal
@@ -21,12 +22,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
-import torch
+import wan_reference
 
 from engine import resolve_model
 from graphs.serve import ROOT, RunningGraph, serve_graph
 from videogen import VideoJob, VideoStore
-from videogen.mp4 import decode_mp4, encode_mp4, to_uint8
+from videogen.mp4 import decode_mp4, encode_mp4
 
 # The openai client marks its video methods deprecated (the hosted API's end date).
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -75,28 +76,7 @@ def wan_in_process(wan_dir: Path) -> Callable[..., np.ndarray]:
     """`WanPipeline` called here, on one thread as the workers run it: uint8 frames."""
     from diffusers import WanPipeline
 
-    pipe = WanPipeline.from_pretrained(wan_dir, dtype=torch.float32)
-    pipe.set_progress_bar_config(disable=True)
-
-    def generate(prompt: str, seed: int, size: int, num_frames: int, steps: int) -> np.ndarray:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            out = pipe(
-                prompt=prompt,
-                height=size,
-                width=size,
-                num_frames=num_frames,
-                num_inference_steps=steps,
-                guidance_scale=5.0,
-                generator=torch.Generator("cpu").manual_seed(seed),
-                output_type="np",
-            )
-        finally:
-            torch.set_num_threads(threads)
-        return to_uint8(out.frames[0])
-
-    return generate
+    return functools.partial(wan_reference.frames, wan_reference.load(WanPipeline, wan_dir))
 
 
 def wait_for(predicate: Callable[[], object], what: str, timeout_s: float = 120.0) -> object:
