@@ -15,6 +15,7 @@ same number of threads (float sums depend on it).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,9 @@ class VideoPipeline:
         self.pipe = pipe
         self.cpu_threads = cpu_threads
         self.takes_image = type(pipe).__name__ == "WanImageToVideoPipeline"
+        if self.takes_image and importlib.util.find_spec("ftfy") is None:
+            # diffusers 0.42 calls ftfy on every I2V prompt unguarded: every job would fail.
+            raise RuntimeError("an image-to-video Wan needs ftfy (pip install ftfy==6.3.1)")
         self.temporal = pipe.vae_scale_factor_temporal
         self.spatial = pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size[1]
 
