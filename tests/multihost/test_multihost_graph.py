@@ -100,12 +100,14 @@ def ask_about(client: openai.OpenAI, clip: Path) -> list[int]:
 def test_every_worker_registers_its_hosts_address(
     graph: SpreadGraph, hosts: dict[str, Host]
 ) -> None:
+    placed_hosts = {f"tcp://{host.address}:": name for name, host in hosts.items()}
     for name, components in PLACEMENT.items():
         for component in components:
-            instances = graph.instances(component)
-            assert len(instances) == 1, (component, instances)
-            (instance,) = instances
-            assert instance["address"].startswith(f"tcp://{hosts[name].address}:"), component
+            addresses = [i["address"] for i in graph.instances(component)]
+            # Under random order the new-host test may already have added an encode
+            # worker on a host of its own (not one of `hosts`): it is not counted here.
+            on = [placed_hosts.get(a.rsplit(":", 1)[0] + ":") for a in addresses]
+            assert [h for h in on if h is not None] == [name], (component, addresses)
 
 
 def test_greedy_answer_across_hosts_equals_transformers(
