@@ -18,7 +18,7 @@ DEFAULT_DEADLINE_S = 600.0
 MAX_ATTEMPTS = 3  # instances tried for one request, when they fail before replying
 STATS_ENDPOINT = "__stats__"
 NO_INSTANCE_GRACE_S = 3.0
-LINK_BACK_GRACE_S = 10.0  # how long a request waits for a dropped link to its only instance
+LINK_BACK_GRACE_S = 20.0  # how long a request waits for a dropped link to its only instance
 
 
 class Client:
@@ -117,25 +117,25 @@ class Client:
     ) -> bool:
         """Whether a request lost before its first reply has an instance to go to again.
 
-        Another live instance at once; else, if only the link to `instance`
-        dropped, that instance once the link is back while etcd still lists it
-        (it is then taken off `lost`). A link drops without its worker dying
-        when a loaded machine delays heartbeats past their timeout; a dead
-        worker never reconnects (its replacement registers as another
-        instance), so after LINK_BACK_GRACE_S the loss stands.
+        Another live instance, at once or once one registers: a worker whose
+        lease lapsed comes back under a new id, a killed one is replaced. Or
+        `instance` itself once its dropped link is back while etcd still lists
+        it (it is then taken off `lost`): a link drops without its worker dying
+        when a loaded host delays heartbeats past their timeout. An instance
+        still listed and linked refused the request (it drains): that stands.
+        After LINK_BACK_GRACE_S the loss stands too.
         """
         until = min(deadline, time.monotonic() + LINK_BACK_GRACE_S)
         while True:
             listed = self.instances(endpoint)
             if any(i.instance_id not in lost for i in listed):
                 return True
-            if not link_dropped:
-                return False
-            if any(i.instance_id == instance.instance_id for i in listed) and self.reachable(
-                instance
-            ):
-                lost.discard(instance.instance_id)
-                return True
+            if any(i.instance_id == instance.instance_id for i in listed):
+                if not link_dropped:
+                    return False
+                if self.reachable(instance):
+                    lost.discard(instance.instance_id)
+                    return True
             if time.monotonic() >= until:
                 return False
             await asyncio.sleep(0.05)
