@@ -13,9 +13,11 @@ seconds and its CPU use is sampled from /proc.
 
 NIXL runs twice: on ordinary buffers (4 KiB pages), and on buffers advised to
 use 2 MiB transparent huge pages on both sides, which is what worker processes
-get for their large tensors (`runtime.worker` sets PyTorch's
-THP_MEM_ALLOC_ENABLE): same-host reads go through UCX's cma transport, which
-pins every page it copies, so bigger pages make reads several times faster.
+get for their large tensors when started with PyTorch's THP_MEM_ALLOC_ENABLE=1:
+same-host reads go through UCX's cma transport, which pins every page it copies,
+so bigger pages make reads several times faster. It is not the default: on a
+host whose memory is fragmented, every advised allocation compacts memory
+first, and on a 2-core test host that stalled whole graphs for tens of seconds.
 Prints a table and writes JSON (with the commit, date, load and command).
 """
 

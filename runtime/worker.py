@@ -187,10 +187,6 @@ async def _main(args: argparse.Namespace, overrides: list[str]) -> int:
 
 
 def main() -> None:
-    # Huge pages for torch's large host buffers (PyTorch's own switch), read when it
-    # first allocates one: NIXL's same-host reads (UCX cma) pin the pages on both
-    # sides, and with 2 MiB pages instead of 4 KiB ones a read runs about 3x faster.
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     parser = argparse.ArgumentParser(prog="python -m runtime.worker", description=__doc__)
     parser.add_argument("graph", help="graph module, e.g. graphs.agg")
     parser.add_argument("component", help="component name, e.g. EncodeWorker")
