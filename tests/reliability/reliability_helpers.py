@@ -109,16 +109,19 @@ def worker_stats(base_url: str, stat: str) -> dict[tuple[str, str], float]:
     return {(c, i): float(v) for c, i, v in re.findall(pattern, body, flags=re.M)}
 
 
-def frontend_in_flight(base_url: str) -> float:
-    body = httpx.get(f"{base_url}/metrics", timeout=10).text
+def frontend_metrics(base_url: str) -> str:
+    return httpx.get(f"{base_url}/metrics", timeout=10).text
+
+
+def frontend_in_flight(metrics: str) -> float:
+    """Chat requests the frontend is serving, from one read of its /metrics."""
     pattern = r'^vidgraph:num_requests_running\{model_name="tiny"\} (\S+)$'
-    return float(re.search(pattern, body, flags=re.M).group(1))
+    return float(re.search(pattern, metrics, flags=re.M).group(1))
 
 
-def frontend_finished(base_url: str) -> float:
+def frontend_finished(metrics: str) -> float:
     """Chat requests the frontend has answered so far, whatever their status."""
-    body = httpx.get(f"{base_url}/metrics", timeout=10).text
-    return sum(map(float, re.findall(r"^vidgraph:requests_total{.*} (\S+)$", body, flags=re.M)))
+    return sum(map(float, re.findall(r"^vidgraph:requests_total{.*} (\S+)$", metrics, flags=re.M)))
 
 
 def frontend_ready(base_url: str) -> bool:

@@ -19,6 +19,7 @@ from reliability_helpers import (
     chat_body,
     frontend_finished,
     frontend_in_flight,
+    frontend_metrics,
     frontend_ready,
     send_all,
     tally,
@@ -29,6 +30,7 @@ IN_FLIGHT = 8
 # Generous bounds on states the test waits for: a loaded 2-core CI machine is slow, never stuck.
 READY_S = 120.0
 ADMITTED_S = 120.0
+ANSWER_TOKENS = 2048
 
 
 def test_sigterm_drains_the_frontend(
@@ -46,11 +48,13 @@ def test_sigterm_drains_the_frontend(
     def all_admitted_some_running() -> bool:
         # Under load, the first requests may finish before the last arrive: what the
         # drain needs is that the frontend accepted all of them and is still serving some.
-        running = frontend_in_flight(frontend.base_url)
-        return running >= 1 and running + frontend_finished(frontend.base_url) == IN_FLIGHT
+        metrics = frontend_metrics(frontend.base_url)
+        running = frontend_in_flight(metrics)
+        return running >= 1 and running + frontend_finished(metrics) == IN_FLIGHT
 
     async def run() -> tuple[list, httpx.Response, httpx.Response]:
-        bodies = [chat_body(media_dir, i, max_tokens=256) for i in range(IN_FLIGHT)]
+        # Long answers: 256 tokens took ~2 s, a window a poller on a loaded host missed.
+        bodies = [chat_body(media_dir, i, max_tokens=ANSWER_TOKENS) for i in range(IN_FLIGHT)]
         sending = asyncio.create_task(send_all(frontend.base_url, bodies))
         await asyncio.to_thread(
             wait_until,

@@ -25,6 +25,7 @@ from reliability_helpers import (
     RestartableEtcd,
     chat_body,
     frontend_in_flight,
+    frontend_metrics,
     instances,
     pids,
     send_all,
@@ -57,7 +58,7 @@ def burst_with_fault(
     fault runs on the event loop's own thread, blocking it briefly: a process
     it starts (etcd) gets the parent-death signal when its parent *thread* exits.
     """
-    ready = ready or (lambda: frontend_in_flight(graph.base_url) >= REQUESTS // 2)
+    ready = ready or (lambda: frontend_in_flight(frontend_metrics(graph.base_url)) >= REQUESTS // 2)
 
     async def run() -> list[Outcome]:
         bodies = [chat_body(media_dir, i, max_tokens=ANSWER_TOKENS) for i in range(REQUESTS)]
@@ -131,7 +132,8 @@ def assert_no_leaks(graph: RunningGraph) -> None:
             stat: {k: v for k, v in worker_stats(graph.base_url, stat).items() if v > 0}
             for stat in ("transport_live_readables", "running_sequences", "inflight")
         }
-        found["frontend in flight"] = {"": n} if (n := frontend_in_flight(graph.base_url)) else {}
+        running = frontend_in_flight(frontend_metrics(graph.base_url))
+        found["frontend in flight"] = {"": running} if running else {}
         return {stat: where for stat, where in found.items() if where}
 
     try:
