@@ -114,10 +114,14 @@ def test_a_streamed_inference_prefilled_remotely_reports_every_stage_in_order(
 def test_kv_and_embeddings_crossed_processes_over_nixl(
     client: openai.OpenAI, graph: RunningGraph, video: Callable[[int], Path]
 ) -> None:
+    wait_for_encode_workers(graph)  # a worker killed by an earlier test is replaced
+    served_before = worker_stats(graph, "EncodeWorker", "transport_bytes_served")
+    read_before = worker_stats(graph, "PrefillWorker", "embedding_bytes_read")
     ask(client, user_message("Counted?", [f"file://{video(8)}"]))
     assert worker_stat(graph, "PrefillWorker", "kv_bytes_exposed") > 0
     assert worker_stat(graph, "DecodeWorker", "kv_bytes_read") > 0
-    assert worker_stat(graph, "PrefillWorker", "embedding_bytes_read") > 0
+    read = _grown(read_before, worker_stats(graph, "PrefillWorker", "embedding_bytes_read"))
+    assert read > 0
     # Cache-aware routing may never send a video to one of the encode workers, which then has
     # not chosen a backend yet: every worker that chose one chose NIXL, and some did.
     for component in ("DecodeWorker", "PrefillWorker", "EncodeWorker"):
@@ -126,12 +130,19 @@ def test_kv_and_embeddings_crossed_processes_over_nixl(
         assert any(v == 1 for v in nixl.values()), (component, nixl)
         assert not any(tcp.values()), (component, tcp)
     # The encode worker counts bytes as served when the reader's completion notice reaches it,
-    # which can land a moment after the answer: wait for it rather than read it once.
-    read = worker_stat(graph, "PrefillWorker", "embedding_bytes_read")
+    # which can land a moment after the answer: wait for it rather than read it once. Counts
+    # are this request's (by instance): a worker killed by another test took its own along.
     deadline = time.monotonic() + 60
-    while worker_stat(graph, "EncodeWorker", "transport_bytes_served") < read:
+    while (
+        _grown(served_before, worker_stats(graph, "EncodeWorker", "transport_bytes_served")) < read
+    ):
         assert time.monotonic() < deadline, "the encode worker never counted the bytes it served"
         time.sleep(0.2)
+
+
+def _grown(before: dict, now: dict) -> float:
+    """How much per-instance counters grew; an instance new since `before` counts from 0."""
+    return sum(value - before.get(instance, 0.0) for instance, value in now.items())
 
 
 def test_conditional_disagg_keeps_short_text_local(
