@@ -18,7 +18,7 @@ DEFAULT_DEADLINE_S = 600.0
 MAX_ATTEMPTS = 3  # instances tried for one request, when they fail before replying
 STATS_ENDPOINT = "__stats__"
 NO_INSTANCE_GRACE_S = 3.0
-LINK_BACK_GRACE_S = 20.0  # how long a request waits for a dropped link to its only instance
+LINK_BACK_GRACE_S = 20.0  # how long a request lost unanswered waits for an instance to retry on
 
 
 class Client:
@@ -74,8 +74,9 @@ class Client:
 
         An instance lost before its first reply (killed, or refusing work
         while it drains) is retried on another one: nothing was observed yet,
-        so the caller cannot tell. So is one whose link dropped and came back
-        while etcd still lists it. Once replies flow, `WorkerLost` is raised.
+        so the caller cannot tell; with no other instance it waits for one to
+        register, or for a dropped link to come back (`_retry_target`). Once
+        replies flow, `WorkerLost` is raised.
         """
         timeout_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
         deadline = time.monotonic() + timeout_s
@@ -103,7 +104,7 @@ class Client:
                 if replied or instance_id is not None or attempts >= MAX_ATTEMPTS:
                     raise
                 lost.add(instance.instance_id)
-                link_dropped = not self._connections.reachable(instance.address)
+                link_dropped = not self.reachable(instance)
                 if not await self._retry_target(endpoint, lost, instance, link_dropped, deadline):
                     raise
 
