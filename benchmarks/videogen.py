@@ -108,13 +108,15 @@ def jobs_per_minute(base_url: str, steps: int, jobs: int, concurrency: int) -> f
     return 60 * jobs / (time.perf_counter() - started)
 
 
-def graph(workers: int, store: Path, log: Path) -> Any:
+def graph(workers: int, steps: int, store: Path, log: Path) -> Any:
+    """The shipped videogen config, with room for this run's steps and jobs."""
     return serve_graph(
         "graphs.videogen",
         ROOT / "configs" / "videogen.yaml",
         f"--VideoGenerationWorker.workers={workers}",
         f"--VideoGenerationWorker.storage-url={store}",
         "--VideoGenerationWorker.max-queue=64",
+        f"--VideoGenerationWorker.max-steps={steps}",
         log_path=log,
     )
 
@@ -135,13 +137,13 @@ def main() -> None:
     run_here(0)  # warm-up, as the worker's first job is below
     seconds: dict[str, list[float]] = {"graph": [], "in_process": []}
     throughput: dict[str, float] = {}
-    with graph(1, work / "videos", work / "serve-1.log") as one:
+    with graph(1, args.steps, work / "videos", work / "serve-1.log") as one:
         through_graph(one.base_url, args.steps, 0)
         for repeat in range(args.repeats):
             seconds["graph"].append(through_graph(one.base_url, args.steps, repeat + 1))
             seconds["in_process"].append(run_here(repeat + 1))
         throughput["1_worker"] = jobs_per_minute(one.base_url, args.steps, args.jobs, 4)
-    with graph(2, work / "videos", work / "serve-2.log") as two:
+    with graph(2, args.steps, work / "videos", work / "serve-2.log") as two:
         through_graph(two.base_url, args.steps, 0)
         throughput["2_workers"] = jobs_per_minute(two.base_url, args.steps, args.jobs, 4)
     median = {k: statistics.median(v) for k, v in seconds.items()}
