@@ -94,6 +94,14 @@ def token_ids(logprobs_content: list) -> list[int]:
     return ids
 
 
+def answer_token_ids(answer: openai.types.chat.ChatCompletion | openai.Stream) -> list[int]:
+    """The token ids of a greedy answer, whole or streamed (chunks' logprobs in order)."""
+    if isinstance(answer, openai.Stream):
+        chunks = [c for c in answer if c.choices and c.choices[0].logprobs]
+        return [i for c in chunks for i in token_ids(c.choices[0].logprobs.content)]
+    return token_ids(answer.choices[0].logprobs.content)
+
+
 def ask(client: openai.OpenAI, messages: list[dict], **kwargs) -> openai.types.chat.ChatCompletion:
     return client.chat.completions.create(
         model="tiny",

@@ -1,5 +1,6 @@
-"""LLaVA-NeXT v1.6 (images) through the aggregated graph: anyres tokens equal `generate()`,
-and its config's `enable-video: false` refuses videos by name while images still work."""
+"""LLaVA-NeXT v1.6 (images) through the aggregated and disaggregated graphs: anyres tokens
+equal `generate()`, and its config's `enable-video: false` refuses videos by name while images
+still work."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from pathlib import Path
 import openai
 import pytest
 import torch
-from graph_helpers import ask_model, media_message, start_graph, token_ids
+from graph_helpers import (
+    answer_token_ids,
+    ask_model,
+    media_message,
+    start_graph,
+    token_ids,
+    worker_stat,
+    worker_stats,
+)
 from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
 from engine import resolve_model
@@ -72,3 +81,27 @@ def test_a_video_is_refused_naming_the_modality_and_images_still_work(client, vi
         ask_model(client, MODEL, media_message("What?", [video(1)], []), 4)
     assert "enable-video" in caught.value.message
     assert ask_model(client, MODEL, media_message("What?", [], [image(1)]), 2).choices
+
+
+@pytest.fixture(scope="module")
+def disagg(llava_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
+    yield from start_graph("disagg", media_dir, tmp_path_factory, config="disagg-llava-next")
+
+
+@pytest.mark.parametrize(("images", "stream"), [([1], False), ([1, 2], True)])
+def test_disagg_tokens_equal_generate(images, stream, disagg, greedy, image) -> None:
+    """Base + tile embeddings cross encode -> prefill over NIXL, the KV prefill -> decode."""
+    client = openai.OpenAI(base_url=f"{disagg.base_url}/v1", api_key="none", max_retries=0)
+    pictures = [image(seed) for seed in images]
+    remote = worker_stat(disagg, "DecodeWorker", "remote_prefills")
+    read = worker_stat(disagg, "PrefillWorker", "embedding_bytes_read")
+
+    answer = ask_model(
+        client, MODEL, media_message("What is it?", [], pictures), MAX_TOKENS, stream=stream
+    )
+
+    assert answer_token_ids(answer) == greedy("What is it?", pictures)
+    assert worker_stat(disagg, "DecodeWorker", "remote_prefills") == remote + 1
+    assert worker_stat(disagg, "PrefillWorker", "embedding_bytes_read") > read
+    for component in ("DecodeWorker", "PrefillWorker", "EncodeWorker"):
+        assert 1.0 in worker_stats(disagg, component, "transport_nixl").values(), component
