@@ -58,23 +58,33 @@ What is the man doing? He is riding a bicycle in the park on a sunny afternoon.
 Is it raining? No, the sky is clear and the sun is shining over the mountains.
 """
 
-# LLaVA-NeXT-Video's template (USER/ASSISTANT turns, media before text), extended so
-# that a message's content may also be a plain string, as OpenAI clients send it.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
-    "{% if message['content'] is string %}{{ message['content'] + ' ' }}"
-    "{% else %}"
-    "{% for part in message['content'] | selectattr('type', 'equalto', 'image') %}"
-    "{{ '<image>\n' }}{% endfor %}"
-    "{% for part in message['content'] | selectattr('type', 'equalto', 'video') %}"
-    "{{ '<video>\n' }}{% endfor %}"
-    "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}"
-    "{{ part['text'] + ' ' }}{% endfor %}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
-)
+
+def vicuna_chat_template(*media: str) -> str:
+    """Vicuna's USER/ASSISTANT turns as the llava-hf checkpoints write them: each media part's
+    `<kind>` placeholder on its own line before the text, one `media` kind after another;
+    extended so that a message's content may also be a plain string, as OpenAI clients send it.
+    """
+    placeholders = "".join(
+        f"{{% for part in message['content'] | selectattr('type', 'equalto', '{kind}') %}}"
+        f"{{{{ '<{kind}>\n' }}}}{{% endfor %}}"
+        for kind in media
+    )
+    return (
+        "{% for message in messages %}"
+        "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+        "{% if message['content'] is string %}{{ message['content'] + ' ' }}"
+        "{% else %}"
+        f"{placeholders}"
+        "{% for part in message['content'] | selectattr('type', 'equalto', 'text') %}"
+        "{{ part['text'] + ' ' }}{% endfor %}"
+        "{% endif %}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+    )
+
+
+# LLaVA-NeXT-Video's template: images, then videos, then the text of each turn.
+CHAT_TEMPLATE = vicuna_chat_template("image", "video")
 
 
 @dataclass(frozen=True)
@@ -278,6 +288,11 @@ def _tiny_families() -> dict[str, TinyModel]:
             "tiny-llava-next",
             tiny_llava_next.BUILDER_VERSION,
             tiny_llava_next.build_tiny_llava_next,
+        ),
+        "llava-next-vicuna": TinyModel(
+            "tiny-llava-next-vicuna",
+            tiny_llava_next.BUILDER_VERSION,
+            tiny_llava_next.build_tiny_llava_next_vicuna,
         ),
         "qwen3-vl": TinyModel(
             "tiny-qwen3-vl", tiny_qwen3_vl.BUILDER_VERSION, tiny_qwen3_vl.build_tiny_qwen3_vl

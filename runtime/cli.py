@@ -1,7 +1,8 @@
 """The `vidgraph` command.
 
 vidgraph serve GRAPH [-f CONFIG] [--etcd HOST:PORT] [--namespace NS] [--Section.key=value ...]
-vidgraph make-tiny-model DIR [--family llava-next-video|llava-next|qwen3-vl|wan|wan-i2v]
+vidgraph make-tiny-model DIR [--family FAMILY]  (llava-next-video, llava-next, llava-next-vicuna,
+                                            qwen3-vl, wan, wan-i2v)
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--family",
         default="llava-next-video",
-        help="llava-next-video (default), llava-next, qwen3-vl, wan, wan-i2v",
+        help="llava-next-video (default), llava-next, llava-next-vicuna, qwen3-vl, wan, wan-i2v",
     )
     return parser
 

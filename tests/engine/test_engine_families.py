@@ -1,5 +1,6 @@
-"""Qwen3-VL, LLaVA-NeXT and LLaVA-NeXT-Video images: the engine's greedy tokens equal
-`generate()`'s on the same saved-then-reloaded tiny checkpoints."""
+"""Qwen3-VL, LLaVA-NeXT (Mistral and Vicuna templates) and LLaVA-NeXT-Video images: the
+engine's greedy tokens equal `generate()`'s on the same saved-then-reloaded tiny checkpoints,
+and the prompt the Processor builds is the HF processor's."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from transformers.video_utils import VideoMetadata
 
+from components.processor import load_tokenizer, render_messages
 from engine import Engine, SamplingParams
 from engine.tiny_model import TINY_FAMILIES
+from protocol.openai import ChatMessage
 
 FPS = 10.0
 RNG = np.random.default_rng(7)
@@ -24,7 +27,9 @@ VIDEOS = [RNG.integers(0, 256, (4, 64, 96, 3), dtype=np.uint8) for _ in range(2)
 VIDEO_INDICES = [0, 6, 13, 19]
 
 
-@pytest.fixture(scope="module", params=["qwen3-vl", "llava-next", "llava-next-video"])
+@pytest.fixture(
+    scope="module", params=["qwen3-vl", "llava-next", "llava-next-vicuna", "llava-next-video"]
+)
 def family(request, tmp_path_factory) -> tuple[str, Path, Engine, object, object]:
     path = TINY_FAMILIES[request.param].build(tmp_path_factory.mktemp(request.param))
     engine = Engine.load(path, max_num_seqs=2, max_model_len=1024)
@@ -68,6 +73,35 @@ def _hf_tokens(hf, processor, images, videos, max_tokens=24) -> list[int]:
     inputs = processor(text=[text], return_tensors="pt", **kwargs)
     out = hf.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
     return out[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+# LLaVA-NeXT v1.6's two templates, as llava-v1.6-mistral-7b-hf and -vicuna-7b-hf write them.
+TWO_IMAGE_PROMPTS = {
+    "llava-next": "[INST] <image>\n<image>\nWhat is in the picture? [/INST]",
+    "llava-next-vicuna": "USER: <image>\n<image>\nWhat is in the picture? ASSISTANT:",
+}
+
+
+def test_the_prompt_we_build_is_the_processors(family) -> None:
+    """The Processor renders OpenAI image_url parts with the tokenizer's template; HF renders
+    the processor's: both must give the same text."""
+    name, path, _, _, processor = family
+    url = {"url": "file:///picture.png"}
+    parts = [{"type": "image_url", "image_url": url}] * 2
+    chat = ChatMessage.model_validate(
+        {"role": "user", "content": [*parts, {"type": "text", "text": "What is in the picture?"}]}
+    )
+    messages, media = render_messages([chat])
+    ours = load_tokenizer(str(path)).apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False
+    )
+    theirs = processor.apply_chat_template(
+        [{"role": "user", "content": _content(2, 0)}], add_generation_prompt=True, tokenize=False
+    )
+    assert ours == theirs
+    if name in TWO_IMAGE_PROMPTS:
+        assert ours == TWO_IMAGE_PROMPTS[name]
+    assert [m.modality for m in media] == ["image", "image"]
 
 
 @pytest.mark.parametrize("images", [1, 2])  # text only: the graph tests
