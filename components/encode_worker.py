@@ -123,7 +123,7 @@ class EncodeWorker(Component):
         yield EncodeResponse(
             embeddings=readable.metadata.to_dict(),
             num_tokens=embeddings.num_tokens,
-            num_frames=embeddings.num_tokens // self.engine.tokens_per_frame,
+            num_frames=sampled_frames(embeddings),
             cache_hit=cache_hit,
             modality=embeddings.modality,
             features=list(embeddings.features),
@@ -154,8 +154,7 @@ class EncodeWorker(Component):
         if req.report_stages and modality == "video":
             # Repeated, with what was found: a caller that shared another's
             # flight heard neither `decoding` nor `encoding` from it.
-            frames = embeddings.num_tokens // self.engine.tokens_per_frame
-            info = await self.video_info(data, frames, embeddings.frame_size)
+            info = await self.video_info(data, sampled_frames(embeddings), embeddings.frame_size)
             report(StageUpdate(stage="encoding", video=info))
         return embeddings, hit or shared
 
@@ -189,7 +188,12 @@ class EncodeWorker(Component):
                 self.engine.encode, decoded.frames, modality, times
             )
         height, width = decoded.frames.shape[1:3]
-        embeddings = dataclasses.replace(embeddings, frame_size=(width, height), content_hash=key)
+        embeddings = dataclasses.replace(
+            embeddings,
+            frame_size=(width, height),
+            frames_sampled=len(decoded.frames),
+            content_hash=key,
+        )
         self.cache.put(key, embeddings)
         self.encoded += 1
         return embeddings, False, data
@@ -244,3 +248,10 @@ class EncodeWorker(Component):
             **self.times.stats(),
             **device_stats(self.config),
         }
+
+
+def sampled_frames(embeddings: MediaEmbedding) -> int:
+    """The frames an item was sampled to; `fetch_and_embed` records it on every item."""
+    if embeddings.frames_sampled is None:
+        raise RuntimeError("embeddings that did not come from fetch_and_embed")
+    return embeddings.frames_sampled

@@ -99,6 +99,10 @@ class MediaEmbedding:
     frame_size: tuple[int, int] | None = None
     """(width, height) the frames were sampled at, where the encode worker knows it: what
     it tells the caller, also when the embeddings come from its cache."""
+    frames_sampled: int | None = None
+    """How many frames were sampled, where the encode worker knows it. The embeddings
+    cannot say: a Qwen3-VL frame's token count depends on its size (and two frames
+    share each temporal patch)."""
 
     @property
     def num_tokens(self) -> int:

@@ -80,7 +80,7 @@ class Qwen3VL(ModelFamily):
         self.merge = vision.spatial_merge_size
         self.temporal_patch = vision.temporal_patch_size
         # A frame's token count depends on its size here, so no one number is right:
-        # `num_frames` in encode replies counts tokens for Qwen3-VL.
+        # the encode worker counts the frames it sampled instead (`frames_sampled`).
         self.tokens_per_frame = 1
         self.max_position_embeddings = text.max_position_embeddings
         self.eos_token_ids = eos_token_ids(path, text, self.processor.tokenizer)
