@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from graphs.serve import RunningGraph
+from graphs.serve import ROOT, RunningGraph, serve_graph
+from media import MediaOptions, decode_video_sync
 
+MODEL = "tiny-qwen3-vl"
+"""The model of the package's graph (`configs/agg-qwen3vl.yaml`)."""
+SAMPLING = MediaOptions(fps=2.0, min_pixels=4096, max_pixels=16384)
+"""That config's EncodeWorker sampling; qwen-vl-utils' sampler, as the family's own."""
+DEFAULT_VIDEO = {"fps": 2.0, "max_frames": 768}
+"""The inference routes' video defaults (fps and max_frames of the Qwen3-VL demos)."""
 MAX_TOKENS = 10
 MAX_UPLOAD_BYTES = 1 << 20
 """The graph's `max-upload-bytes` in these tests."""
@@ -42,10 +50,51 @@ def events(lines: Iterable[str]) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def chat_text(graph: RunningGraph, url: str, prompt: str, **sampling: Any) -> dict[str, Any]:
+def serve_apps_graph(
+    config: str, media_dir: Path, upload_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGraph]:
+    """`graphs.agg` with `configs/CONFIG.yaml`, set up for the app surface's tests.
+
+    Its encode workers may read `media_dir` and fetch from a local HTTP server
+    (loopback, a literal IP and a high port are allowed); link-local and
+    metadata addresses stay refused, whatever the options. Uploads go to
+    `upload_dir`, so a test can see that it is left empty, and are capped at
+    1 MiB so the limit is cheap to reach.
+    """
+    with serve_graph(
+        "graphs.agg",
+        ROOT / "configs" / f"{config}.yaml",
+        f"--EncodeWorker.allowed-local-media-path={media_dir}",
+        "--EncodeWorker.allow-private-ips=true",
+        "--EncodeWorker.allow-direct-ip=true",
+        "--EncodeWorker.allow-direct-port=true",
+        f"--EncodeWorker.upload-dir={upload_dir}",
+        f"--Frontend.upload-dir={upload_dir}",
+        f"--Frontend.max-upload-bytes={MAX_UPLOAD_BYTES}",
+        f"--Frontend.frames-max-per-request={MAX_FRAMES_PER_REQUEST}",
+        f"--Frontend.frames-media={{allowed-local-media-path: {media_dir}}}",
+        log_path=tmp_path_factory.mktemp(config) / "serve.log",
+    ) as running:
+        yield running
+
+
+def sampled_video(clip: Path, video_params: dict[str, Any]) -> dict[str, Any]:
+    """The `video` object an answer should carry: the clip as qwen-vl-utils samples it."""
+    decoded = decode_video_sync(clip.read_bytes(), SAMPLING.video_sampling(video_params, "qwen-vl"))
+    frames, height, width, _ = decoded.frames.shape
+    return {"frames_sampled": frames, "sampled_width": width, "sampled_height": height}
+
+
+def chat_text(
+    graph: RunningGraph,
+    url: str,
+    prompt: str,
+    video_params: dict[str, Any] = DEFAULT_VIDEO,
+    **sampling: Any,
+) -> dict[str, Any]:
     """The chat completion an inference request stands for: the video, then the prompt."""
     body = {
-        "model": "tiny",
+        "model": MODEL,
         "messages": [
             {
                 "role": "user",
@@ -55,7 +104,7 @@ def chat_text(graph: RunningGraph, url: str, prompt: str, **sampling: Any) -> di
                 ],
             }
         ],
-        "media_io_kwargs": {"video": {"fps": 2.0, "max_frames": 768}},
+        "media_io_kwargs": {"video": video_params},
         **sampling,
     }
     answer = httpx.post(f"{graph.base_url}/v1/chat/completions", json=body, timeout=TIMEOUT)

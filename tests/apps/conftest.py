@@ -1,11 +1,8 @@
-"""One aggregated graph for every app-surface test (inference, web page, frames, RunPod).
+"""The app-surface tests' graph: tiny Qwen3-VL, aggregated, shared by the package.
 
-Starting a graph costs processes that import torch, so the whole package
-shares this one (tiny model). Its encode workers may read the test media
-folder and fetch from a local HTTP server (loopback, a literal IP and a high
-port are allowed); link-local and metadata addresses stay refused, whatever
-the options. Uploads go to a folder of the tests' own, so a test can see that
-it is left empty, and are capped at 1 MiB so the limit is cheap to reach.
+Starting a graph costs processes that import torch, so the inference and web
+page tests share this one. The frames tests (`test_apps_frames.py`) describe
+images with a LLaVA-NeXT model and start their own graph in their module.
 """
 
 from __future__ import annotations
@@ -16,19 +13,26 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from apps_helpers import MAX_FRAMES_PER_REQUEST, MAX_UPLOAD_BYTES
+from apps_helpers import MODEL, serve_apps_graph
 
 from engine import resolve_model
-from graphs.serve import ROOT, RunningGraph, serve_graph
+from graphs.serve import RunningGraph
 from media.samples import write_sample_video
 
 
 @pytest.fixture(scope="package")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The tiny checkpoint in a fresh cache, shared by this process and the graph."""
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh `VIDGRAPH_CACHE`, shared by this process and the graphs it starts."""
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("VIDGRAPH_CACHE", str(tmp_path_factory.mktemp("vidgraph-cache")))
-        yield Path(resolve_model("tiny"))
+        cache = tmp_path_factory.mktemp("vidgraph-cache")
+        env.setenv("VIDGRAPH_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="package")
+def model_dir(model_cache: Path) -> Path:
+    """The tiny Qwen3-VL checkpoint, built before the graph's workers would race to."""
+    return Path(resolve_model(MODEL))
 
 
 @pytest.fixture(scope="package")
@@ -74,18 +78,4 @@ def media_server(media_dir: Path) -> Iterator[str]:
 def graph(
     model_dir: Path, media_dir: Path, upload_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGraph]:
-    with serve_graph(
-        "graphs.agg",
-        ROOT / "configs" / "agg.yaml",
-        f"--EncodeWorker.allowed-local-media-path={media_dir}",
-        "--EncodeWorker.allow-private-ips=true",
-        "--EncodeWorker.allow-direct-ip=true",
-        "--EncodeWorker.allow-direct-port=true",
-        f"--EncodeWorker.upload-dir={upload_dir}",
-        f"--Frontend.upload-dir={upload_dir}",
-        f"--Frontend.max-upload-bytes={MAX_UPLOAD_BYTES}",
-        f"--Frontend.frames-max-per-request={MAX_FRAMES_PER_REQUEST}",
-        f"--Frontend.frames-media={{allowed-local-media-path: {media_dir}}}",
-        log_path=tmp_path_factory.mktemp("apps-graph") / "serve.log",
-    ) as running:
-        yield running
+    yield from serve_apps_graph("agg-qwen3vl", media_dir, upload_dir, tmp_path_factory)

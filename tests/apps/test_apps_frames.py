@@ -1,18 +1,23 @@
-"""`/v1/frames/descriptions` and the RunPod handler on a real graph, against `generate()`."""
+"""`/v1/frames/descriptions` and the RunPod handler on a real graph, against `generate()`.
+
+Frames are described with the tiny LLaVA-NeXT-Video model, so this module starts
+its own graph instead of the package's Qwen3-VL one.
+"""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import torch
-from apps_helpers import MAX_FRAMES_PER_REQUEST, TIMEOUT
+from apps_helpers import MAX_FRAMES_PER_REQUEST, TIMEOUT, serve_apps_graph
 from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
 from components.processor import render_messages
+from engine import resolve_model
 from graphs.serve import RunningGraph
 from media import MediaOptions, decode_image_sync, decode_video_sync, png
 from media.samples import sample_frames
@@ -58,8 +63,20 @@ class ImageReference:
 
 
 @pytest.fixture(scope="module")
-def reference(model_dir: Path) -> ImageReference:
-    return ImageReference(model_dir)
+def llava_dir(model_cache: Path) -> Path:
+    return Path(resolve_model("tiny"))
+
+
+@pytest.fixture(scope="module")
+def graph(
+    llava_dir: Path, media_dir: Path, upload_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningGraph]:
+    yield from serve_apps_graph("agg", media_dir, upload_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reference(llava_dir: Path) -> ImageReference:
+    return ImageReference(llava_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import httpx
 from apps_helpers import (
+    DEFAULT_VIDEO,
     MAX_TOKENS,
     MAX_UPLOAD_BYTES,
+    MODEL,
     TIMEOUT,
     chat_text,
     events,
     leftovers,
+    sampled_video,
     upload,
     wait_until,
 )
@@ -26,6 +29,15 @@ from graphs.serve import RunningGraph
 
 STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
 SAMPLING = {"max_tokens": MAX_TOKENS, "temperature": 0.7, "seed": 11}
+VIDEO_PARAMS = {
+    "fps": 8.0,
+    "min_frames": 2,
+    "max_frames": 6,
+    "min_pixels": 1024,
+    "max_pixels": 4096,
+    "total_pixels": 8000,
+}
+"""Every qwen-vl-utils knob, away from the defaults: more, smaller frames than they give."""
 
 
 def inference_url(graph: RunningGraph, url: str, prompt: str, **body: object) -> httpx.Response:
@@ -64,14 +76,34 @@ def test_url_and_upload_answer_as_chat_completions_does_for_the_same_video_and_s
                 "fps": 8.0,
                 "width": 80,
                 "height": 48,
-                "frames_sampled": 3,  # fps 2.0 (the default) over 1.5 s
-                "sampled_width": 80,
-                "sampled_height": 48,
+                **sampled_video(clip, DEFAULT_VIDEO),
             }
             timings = answer["timings"]
             assert 0 <= timings["queue_s"] <= timings["ttft_s"] <= timings["total_s"]
         answers[seed] = expected
     assert answers[1] != answers[2]  # different videos, different answers
+
+
+def test_video_params_reach_qwen_vl_utils_sampling_by_url_and_by_upload(
+    graph: RunningGraph, video: Callable[[int], Path]
+) -> None:
+    clip = video(6)
+    chat = chat_text(graph, f"file://{clip}", "What happens?", VIDEO_PARAMS, **SAMPLING)
+    by_url = inference_url(
+        graph,
+        f"file://{clip}",
+        "What happens?",
+        video_params=VIDEO_PARAMS,
+        generation_params=SAMPLING,
+    )
+    by_upload = upload(graph, clip.read_bytes(), prompt="What happens?", **VIDEO_PARAMS, **SAMPLING)
+    expected = sampled_video(clip, VIDEO_PARAMS)
+    assert expected != sampled_video(clip, DEFAULT_VIDEO)  # the parameters change the sampling
+    for answer in (by_url, by_upload):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["text"] == chat["choices"][0]["message"]["content"]
+        assert answer.json()["usage"] == chat["usage"]
+        assert {name: answer.json()["video"][name] for name in expected} == expected
 
 
 def test_a_stream_reports_every_stage_in_order_then_deltas_that_make_the_done_text(
@@ -260,9 +292,9 @@ def test_a_2_gb_upload_is_refused_at_the_limit_without_the_frontend_growing(
 def test_health_says_ok_and_details_each_component(graph: RunningGraph) -> None:
     assert httpx.get(f"{graph.base_url}/v1/health").json() == {"status": "ok"}
     detail = httpx.get(f"{graph.base_url}/v1/health/detailed").json()
-    assert detail["status"] == "ok" and detail["model"] == "tiny"
+    assert detail["status"] == "ok" and detail["model"] == MODEL
     assert set(detail["components"]) == {"Frontend", "Processor", "DecodeWorker", "EncodeWorker"}
     for name in ("DecodeWorker", "EncodeWorker"):
         [worker] = detail["components"][name]
-        assert worker["device"] == "cpu" and worker["model"] == "tiny"
+        assert worker["device"] == "cpu" and worker["model"] == MODEL
         assert worker["queue_depth"] == 0 and worker["uptime_s"] > 0
