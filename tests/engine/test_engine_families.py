@@ -104,8 +104,8 @@ def test_the_prompt_we_build_is_the_processors(family) -> None:
     assert [m.modality for m in media] == ["image", "image"]
 
 
-@pytest.mark.parametrize("images", [1, 2])  # text only: the graph tests
-def test_image_prompts_match_generate(family, images) -> None:
+@pytest.mark.parametrize("images", [0, 1, 2])
+def test_image_and_text_prompts_match_generate(family, images) -> None:
     _, _, engine, hf, processor = family
     shown = IMAGES[:images]
     assert _engine_tokens(engine, processor, shown, []) == _hf_tokens(hf, processor, shown, [])

@@ -15,10 +15,12 @@ import torch
 from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
 from graphs.serve import ROOT, RunningGraph, serve_graph
-from media import MediaOptions, decode_video_sync
+from media import MediaOptions, decode_image_sync, decode_video_sync
 
 NUM_FRAMES = 8  # configs/*.yaml: Common.num-frames
 MAX_TOKENS = 12
+# Longer than the disagg configs' max-local-prefill-length (64) on its own: prefilled remotely.
+LONG_TEXT = "Tell me, in many careful words, about " + "the river and the hills " * 12
 
 
 def data_url(path: Path) -> str:
@@ -36,13 +38,19 @@ class Reference:
     def frames(self, path: Path) -> np.ndarray:
         return decode_video_sync(path.read_bytes(), self.sampling).frames
 
-    def greedy(self, text: str, videos: list[Path], max_tokens: int) -> list[int]:
-        content = [{"type": "text", "text": text}, *({"type": "video"} for _ in videos)]
+    def greedy(
+        self, text: str, videos: list[Path], max_tokens: int, images: tuple[Path, ...] = ()
+    ) -> list[int]:
+        content = [{"type": "text", "text": text}]
+        content += [{"type": "image"} for _ in images] + [{"type": "video"} for _ in videos]
         prompt = self.processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True
         )
         clips = [self.frames(v) for v in videos] or None
-        inputs = self.processor(text=prompt, videos=clips, return_tensors="pt")
+        pictures = [decode_image_sync(p.read_bytes(), MediaOptions()).frames[0] for p in images]
+        inputs = self.processor(
+            text=prompt, images=pictures or None, videos=clips, return_tensors="pt"
+        )
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
         return out[0, inputs["input_ids"].shape[1] :].tolist()

@@ -20,6 +20,7 @@ from graph_helpers import (
     Reference,
     ask,
     data_url,
+    media_message,
     metric,
     start_graph,
     token_ids,
@@ -36,18 +37,29 @@ def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[Runnin
     yield from start_graph("agg", media_dir, tmp_path_factory)
 
 
-CASES = {"text only": [], "one video": [1], "two videos": [2, 3]}
+CASES = {  # seeds of (videos, images); images take LLaVA-NeXT-Video's anyres image path
+    "text only": ([], []),
+    "one video": ([1], []),
+    "two videos": ([2, 3], []),
+    "one image": ([], [1]),
+    "two images": ([], [1, 2]),
+}
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_greedy_tokens_equal_transformers_generate(
-    case: str, client: openai.OpenAI, reference: Reference, video: Callable[[int], Path]
+    case: str,
+    client: openai.OpenAI,
+    reference: Reference,
+    video: Callable[[int], Path],
+    image: Callable[[int], Path],
 ) -> None:
-    videos = [video(seed) for seed in CASES[case]]
+    videos = [video(seed) for seed in CASES[case][0]]
+    pictures = [image(seed) for seed in CASES[case][1]]
     text = "Describe what you see."
-    expected = reference.greedy(text, videos, MAX_TOKENS)
+    expected = reference.greedy(text, videos, MAX_TOKENS, tuple(pictures))
 
-    answer = ask(client, user_message(text, [f"file://{v}" for v in videos]))
+    answer = ask(client, media_message(text, videos, pictures))
 
     assert token_ids(answer.choices[0].logprobs.content) == expected
     assert answer.usage.completion_tokens == len(expected)

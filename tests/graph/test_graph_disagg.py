@@ -16,9 +16,12 @@ import httpx
 import openai
 import pytest
 from graph_helpers import (
+    LONG_TEXT,
     MAX_TOKENS,
     Reference,
+    answer_token_ids,
     ask,
+    media_message,
     metric,
     start_graph,
     token_ids,
@@ -30,7 +33,6 @@ from graph_helpers import (
 from graphs.serve import ROOT, RunningGraph
 
 CONFIG = ROOT / "configs" / "disagg.yaml"
-LONG_TEXT = "Tell me, in many careful words, about " + "the river and the hills " * 12
 STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
 
 
@@ -43,10 +45,12 @@ def instances(graph: RunningGraph, component: str) -> list[dict]:
     return httpx.get(f"{graph.base_url}/health").json()["instances"][component]
 
 
-CASES = {
-    "long text only": (LONG_TEXT, []),
-    "one video": ("What?", [5]),
-    "two videos": ("Both?", [6, 7]),
+CASES = {  # text, seeds of videos, seeds of images (LLaVA-NeXT-Video's anyres image path)
+    "long text only": (LONG_TEXT, [], []),
+    "one video": ("What?", [5], []),
+    "two videos": ("Both?", [6, 7], []),
+    "one image": ("What?", [], [4]),
+    "two images": ("Both?", [], [5, 6]),
 }
 
 
@@ -59,23 +63,16 @@ def test_remote_prefill_gives_transformers_greedy_tokens(
     graph: RunningGraph,
     reference: Reference,
     video: Callable[[int], Path],
+    image: Callable[[int], Path],
 ) -> None:
-    text, seeds = CASES[case]
-    videos = [video(s) for s in seeds]
+    text, video_seeds, image_seeds = CASES[case]
+    videos, pictures = [video(s) for s in video_seeds], [image(s) for s in image_seeds]
     remote_before = worker_stat(graph, "DecodeWorker", "remote_prefills")
 
-    answer = ask(client, user_message(text, [f"file://{v}" for v in videos]), stream=stream)
+    answer = ask(client, media_message(text, videos, pictures), stream=stream)
 
-    if stream:
-        got = [
-            i
-            for c in answer
-            if c.choices and c.choices[0].logprobs
-            for i in token_ids(c.choices[0].logprobs.content)
-        ]
-    else:
-        got = token_ids(answer.choices[0].logprobs.content)
-    assert got == reference.greedy(text, videos, MAX_TOKENS)
+    got = answer_token_ids(answer)
+    assert got == reference.greedy(text, videos, MAX_TOKENS, tuple(pictures))
     assert worker_stat(graph, "DecodeWorker", "remote_prefills") == remote_before + 1
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 import openai
 import pytest
 import torch
-from graph_helpers import ask_model, media_message, start_graph, token_ids, worker_stat
+from graph_helpers import (
+    LONG_TEXT,
+    answer_token_ids,
+    ask_model,
+    media_message,
+    start_graph,
+    token_ids,
+    worker_stat,
+)
 from transformers import AutoProcessor, Qwen3VLForConditionalGeneration
 from transformers.video_utils import VideoMetadata
 
@@ -99,16 +107,8 @@ def test_two_videos_give_different_tokens(client, video) -> None:
 
 def test_a_long_generation_after_a_video_streams_the_same_tokens(client, qwen, video) -> None:
     expected = qwen.greedy("Describe it.", [video(5)], [], 64)
-    chunks = list(
-        _ask(client, media_message("Describe it.", [video(5)], []), max_tokens=64, stream=True)
-    )
-    streamed = [
-        t
-        for c in chunks
-        if c.choices and c.choices[0].logprobs
-        for t in token_ids(c.choices[0].logprobs.content)
-    ]
-    assert streamed == expected
+    answer = _ask(client, media_message("Describe it.", [video(5)], []), max_tokens=64, stream=True)
+    assert answer_token_ids(answer) == expected
 
 
 @pytest.mark.parametrize(
@@ -148,4 +148,18 @@ def test_disagg_continues_positions_after_the_kv_handoff(disagg, qwen, video, im
     answer = _ask(client, media_message("Describe it.", [video(5)], [image(3)]), max_tokens=64)
 
     assert token_ids(answer.choices[0].logprobs.content) == expected
+    assert worker_stat(disagg, "DecodeWorker", "remote_prefills") == remote + 1
+
+
+@pytest.mark.parametrize(("images", "stream"), [([1], True), ([1, 2], False), ([], True)])
+def test_disagg_images_and_text_equal_generate(images, stream, disagg, qwen, image) -> None:
+    """Images and text alone through the prefill -> decode handoff, whole and streamed (a long
+    question, so that each is prefilled remotely)."""
+    client = openai.OpenAI(base_url=f"{disagg.base_url}/v1", api_key="none", max_retries=0)
+    pictures = [image(seed) for seed in images]
+    remote = worker_stat(disagg, "DecodeWorker", "remote_prefills")
+
+    answer = _ask(client, media_message(LONG_TEXT, [], pictures), stream=stream)
+
+    assert answer_token_ids(answer) == qwen.greedy(LONG_TEXT, [], pictures, MAX_TOKENS)
     assert worker_stat(disagg, "DecodeWorker", "remote_prefills") == remote + 1
