@@ -88,6 +88,13 @@ def frame_size(height: int, width: int, count: int, sampling: VideoSampling) -> 
     budget = max(min(MAX_PIXELS, total_pixels / count * FRAME_FACTOR), int(min_pixels * 1.05))
     max_pixels = min(sampling.max_pixels or budget, budget)
     new_height, new_width = resize(height, width, min_pixels, max_pixels)
+    if not new_height or not new_width:  # smart_resize floors a short side below 32 to 0
+        raise MediaError(
+            f"{width}x{height} frames fitted into max_pixels={max_pixels} (total_pixels="
+            f"{total_pixels} over {count} frames, or max_pixels) leave a side under {FACTOR} "
+            "pixels; raise max_pixels or total_pixels, or sample fewer frames",
+            rule="total-pixels",
+        )
     pixels = count // FRAME_FACTOR * new_height * new_width
     if pixels > total_pixels:
         raise MediaError(

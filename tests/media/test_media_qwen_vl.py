@@ -99,6 +99,16 @@ def test_a_video_over_total_pixels_is_refused_naming_the_limit() -> None:
     assert "total_pixels=100000" in caught.value.message
 
 
+def test_a_budget_too_small_for_one_side_of_32_is_refused_naming_it() -> None:
+    """smart_resize floors such a side to 0 (qwen-vl-utils then fails inside PIL)."""
+    sampling = _ours({"min_pixels": 1024, "max_pixels": 4096, "total_pixels": 3000})
+    assert smart_resize(64, 96, 32, 1024, 1075)[0] == 0
+    with pytest.raises(MediaError) as caught:
+        qwen_vl.frame_size(64, 96, 6, sampling)
+    assert caught.value.rule == "total-pixels"
+    assert "total_pixels=3000" in caught.value.message
+
+
 def test_decoding_resizes_to_multiples_of_32_and_picks_qwen_frames(make_video: MakeVideo) -> None:
     data = make_video(frames=30, fps=10, width=96, height=64)
     sampling = _ours({"fps": 2.0, "min_pixels": 4096, "max_pixels": 8192})
