@@ -1,9 +1,11 @@
-"""Qwen3-VL and LLaVA-NeXT on their tiny checkpoints: TTFT and throughput through the agg and
-disagg graphs, and encode time per frame against `transformers`' own vision forward.
+"""Qwen3-VL, LLaVA-NeXT and LLaVA-NeXT-Video on their tiny checkpoints: TTFT and throughput
+through the agg and disagg graphs, and encode time per frame against `transformers`' own
+vision forward.
 
     /work/tools/heavy .venv/bin/python -m benchmarks.families [--requests 12] [--concurrency 4]
 
-Every request carries one medium (a video for Qwen3-VL, an image for LLaVA-NeXT),
+Every request carries one medium (a video for Qwen3-VL and LLaVA-NeXT-Video, an image
+for LLaVA-NeXT),
 new bytes each time so the embedding cache never answers, and asks for a fixed
 32 tokens (ignore_eos). The encode comparison runs in this process on the same
 frames: our family's `encode` (what an encode worker runs: processor, tower,
@@ -36,9 +38,10 @@ from media import MediaOptions, decode_video_sync
 from media.samples import write_sample_video
 
 RESULTS = ROOT / "benchmarks" / "results"
-FAMILIES = {
-    "qwen3-vl": ("tiny-qwen3-vl", "qwen3vl", "video"),
-    "llava-next": ("tiny-llava-next", "llava-next", "image"),
+FAMILIES = {  # model, config (per graph), medium
+    "qwen3-vl": ("tiny-qwen3-vl", "{graph}-qwen3vl", "video"),
+    "llava-next": ("tiny-llava-next", "{graph}-llava-next", "image"),
+    "llava-next-video": ("tiny", "{graph}", "video"),
 }
 MAX_TOKENS = 32
 
@@ -101,7 +104,7 @@ async def load(base_url: str, model: str, kind: str, urls: list[str], concurrenc
 
 @torch.inference_mode()
 def encode_per_frame(
-    name: str, kind: str, scratch: Path, repeats: int = 5, rounds: int = 3
+    family: str, name: str, kind: str, scratch: Path, repeats: int = 5, rounds: int = 3
 ) -> dict:
     """Milliseconds per frame: our family's encode vs HF's vision forward, same frames.
 
@@ -113,7 +116,18 @@ def encode_per_frame(
     path = resolve_model(name)
     ours = family_for(path).load(path, torch.device("cpu"), torch.float32)
     hf = AutoModelForImageTextToText.from_pretrained(path).eval()
-    if kind == "video":
+    if family == "llava-next-video":
+        clip = write_sample_video(scratch / "encode.mp4", seconds=4.0, fps=10, seed=99)
+        sampling = MediaOptions(num_frames=8).video_sampling(None)  # configs/agg.yaml's
+        frames = decode_video_sync(clip.read_bytes(), sampling).frames
+
+        def run_ours() -> None:
+            ours.encode(frames, "video")
+
+        def run_hf() -> None:
+            out = ours.processor.video_processor(videos=[frames], return_tensors="pt")
+            hf.model.get_video_features(out["pixel_values_videos"])
+    elif kind == "video":
         clip = write_sample_video(scratch / "encode.mp4", seconds=4.0, fps=10, seed=99)
         sampling = MediaOptions(fps=2.0, min_pixels=4096, max_pixels=16384)
         decoded = decode_video_sync(clip.read_bytes(), sampling.video_sampling(None, "qwen-vl"))
@@ -177,13 +191,13 @@ def main() -> None:
             for graph in ("agg", "disagg"):
                 with serve_graph(
                     f"graphs.{graph}",
-                    ROOT / "configs" / f"{graph}-{config}.yaml",
+                    ROOT / "configs" / f"{config.format(graph=graph)}.yaml",
                     log_path=scratch / f"{family}-{graph}.log",
                 ) as running:
                     entry[graph] = asyncio.run(
                         load(running.base_url, model, kind, urls, args.concurrency)
                     )
-            entry["encode"] = encode_per_frame(model, kind, scratch)
+            entry["encode"] = encode_per_frame(family, model, kind, scratch)
             results[family] = entry
             print(family, json.dumps(entry, indent=1))
     RESULTS.mkdir(exist_ok=True)
