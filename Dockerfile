@@ -27,9 +27,11 @@ RUN VLLM_DEVICE=$VLLM_DEVICE make install-vllm PYTHON=python3.11
 RUN .venv/bin/python -c "from engine import resolve_model; resolve_model('tiny')"
 ENV NIXL_LOG_LEVEL=WARN
 
-# One graph per container, started before the first job; VIDGRAPH_SERVE_ARGS picks the model/device.
+# One graph per container, started before the first job: configs/agg-llava-next.yaml (its tiny
+# model built in) unless VIDGRAPH_CONFIG / VIDGRAPH_SERVE_ARGS pick another model/device.
 FROM base AS runpod
 RUN .venv/bin/pip install -q 'runpod==1.12.0'
+RUN .venv/bin/python -c "from engine import resolve_model; resolve_model('tiny-llava-next')"
 CMD [".venv/bin/python", "-m", "serverless.runpod_worker"]
 
 FROM base AS serve

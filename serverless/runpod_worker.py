@@ -11,8 +11,11 @@ never an exception. The graph is started once per container, on the first job
     pip install 'vidgraph[runpod]'         # the optional `runpod` extra
     python -m serverless.runpod_worker
 
-`VIDGRAPH_GRAPH` (graphs.agg) and `VIDGRAPH_CONFIG` (configs/agg.yaml) pick
-the graph; `VIDGRAPH_SERVE_ARGS` adds overrides (`--Common.model=... --Common.device=cuda`).
+`VIDGRAPH_GRAPH` (graphs.agg) and `VIDGRAPH_CONFIG` pick the graph. The
+config defaults to configs/agg-llava-next.yaml, LLaVA-NeXT v1.6 on images: the
+model the serverless per-frame pipelines this worker drops into already run
+(its tiny checkpoint until `VIDGRAPH_SERVE_ARGS` adds overrides:
+`--Common.model=llava-hf/llava-v1.6-mistral-7b-hf --Common.device=cuda`).
 This module imports and runs without `runpod` installed; only `main` needs it.
 """
 
@@ -84,7 +87,7 @@ def graph_url() -> str:
 
 def _start_graph() -> str:
     graph = os.environ.get("VIDGRAPH_GRAPH", "graphs.agg")
-    config = Path(os.environ.get("VIDGRAPH_CONFIG", ROOT / "configs" / "agg.yaml"))
+    config = Path(os.environ.get("VIDGRAPH_CONFIG", ROOT / "configs" / "agg-llava-next.yaml"))
     overrides = shlex.split(os.environ.get("VIDGRAPH_SERVE_ARGS", ""))
     log_path = Path(tempfile.mkdtemp(prefix="vidgraph-runpod-")) / "serve.log"
     running = _running.enter_context(serve_graph(graph, config, *overrides, log_path=log_path))
