@@ -2,7 +2,8 @@
 
 Starting a graph costs processes that import torch, so the inference and web
 page tests share this one. The frames tests (`test_apps_frames.py`) describe
-images with a LLaVA-NeXT model and start their own graph in their module.
+images with the LLaVA-NeXT v1.6 image model and start their own graph in
+their module.
 """
 
 from __future__ import annotations

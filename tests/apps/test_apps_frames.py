@@ -1,7 +1,11 @@
 """`/v1/frames/descriptions` and the RunPod handler on a real graph, against `generate()`.
 
-Frames are described with the tiny LLaVA-NeXT-Video model, so this module starts
-its own graph instead of the package's Qwen3-VL one.
+Frames are described with the tiny LLaVA-NeXT v1.6 image model
+(`configs/agg-llava-next.yaml`, the RunPod worker's default), the model of the
+per-frame pipelines the route replaces, so this module starts its own graph
+instead of the package's Qwen3-VL one. That config refuses videos, so every
+description equal to `generate()` also shows the route sent its frame as an
+image (LLaVA-NeXT's anyres path), not as a one-frame video.
 """
 
 from __future__ import annotations
@@ -14,47 +18,35 @@ import httpx
 import pytest
 import torch
 from apps_helpers import MAX_FRAMES_PER_REQUEST, TIMEOUT, serve_apps_graph
-from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
+from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-from components.processor import render_messages
 from engine import resolve_model
 from graphs.serve import RunningGraph
 from media import MediaOptions, decode_image_sync, decode_video_sync, png
 from media.samples import sample_frames
 from protocol.apps import DEFAULT_FRAME_PROMPT
-from protocol.openai import ChatMessage
 from serverless import runpod_worker
 
+MODEL = "tiny-llava-next"
+"""The model of `configs/agg-llava-next.yaml`."""
 MAX_TOKENS = 8
 HOSTILE = "http://169.254.169.254/latest/meta-data/"
 
 
 class ImageReference:
-    """Greedy text from `transformers` `generate()` for one image and a prompt.
-
-    The image goes in under the placeholder the graph's Processor renders for an
-    `image_url` part: an image placeholder (LLaVA-NeXT's anyres path), or, where
-    the graph still treats images as one-frame videos, a video placeholder.
-    """
+    """Greedy text from `transformers` `generate()` for one image and a prompt."""
 
     def __init__(self, model_dir: Path) -> None:
         self.processor = AutoProcessor.from_pretrained(model_dir)
-        self.model = LlavaNextVideoForConditionalGeneration.from_pretrained(model_dir).eval()
-        part = ChatMessage(role="user", content=[{"type": "image_url", "image_url": {"url": "x"}}])
-        [[placeholder]] = [m["content"] for m in render_messages([part])[0]]
-        self.as_video = placeholder["type"] == "video"
+        self.model = LlavaNextForConditionalGeneration.from_pretrained(model_dir).eval()
 
     def describe(self, image: bytes, prompt: str) -> str:
         pixels = decode_image_sync(image, MediaOptions()).frames[0]
-        content = [
-            {"type": "video" if self.as_video else "image"},
-            {"type": "text", "text": prompt},
-        ]
+        content = [{"type": "image"}, {"type": "text", "text": prompt}]
         text = self.processor.apply_chat_template(
             [{"role": "user", "content": content}], add_generation_prompt=True
         )
-        media = {"videos": [pixels[None]]} if self.as_video else {"images": [pixels]}
-        inputs = self.processor(text=text, **media, return_tensors="pt")
+        inputs = self.processor(text=text, images=[pixels], return_tensors="pt")
         with torch.inference_mode():
             out = self.model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
         return self.processor.decode(
@@ -64,14 +56,14 @@ class ImageReference:
 
 @pytest.fixture(scope="module")
 def llava_dir(model_cache: Path) -> Path:
-    return Path(resolve_model("tiny"))
+    return Path(resolve_model(MODEL))
 
 
 @pytest.fixture(scope="module")
 def graph(
     llava_dir: Path, media_dir: Path, upload_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningGraph]:
-    yield from serve_apps_graph("agg", media_dir, upload_dir, tmp_path_factory)
+    yield from serve_apps_graph("agg-llava-next", media_dir, upload_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
