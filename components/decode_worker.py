@@ -258,6 +258,10 @@ class DecodeWorker(Component):
     async def stop(self) -> None:
         await self.engine.close()
 
+    def capacity(self) -> int:
+        """The engine's max-num-seqs: the frontend's default admission limit counts it."""
+        return self.engine.max_num_seqs
+
     def stats(self) -> dict[str, float]:
         return {
             **self.counts,

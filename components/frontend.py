@@ -16,6 +16,7 @@ before the server exits.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -26,7 +27,7 @@ import uvicorn
 from pydantic import Field, SecretStr
 
 from media import DEFAULT_UPLOAD_DIR, MediaOptions
-from routes.admission import Admission
+from routes.admission import Admission, admission_limits
 from routes.app import build_app
 from routes.frame_budget import FrameBudget
 from routes.metrics import FrontendMetrics
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 API_KEY_ENV = "VIDGRAPH_API_KEY"
 MiB = 1 << 20
+CAPACITY_POLL_S = 1.0  # how soon the default admission limits follow workers coming and going
 
 
 class _Server(uvicorn.Server):
@@ -52,9 +54,12 @@ class FrontendConfig(ComponentConfig):
     served_model_name: str | None = None
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
-    max_inflight: int = Field(default=256, ge=1)
-    max_queued: int = Field(default=256, ge=0)
-    """Requests that wait (FIFO) for a slot beyond max-inflight; past them, 429."""
+    max_inflight: int | None = Field(default=None, ge=1)
+    """Requests answered at once; by default, the graph's capacity (the sum of its live decode
+    workers' max-num-seqs, followed as they come and go; routes.admission)."""
+    max_queued: int | None = Field(default=None, ge=0)
+    """Requests that wait (FIFO) for a slot beyond max-inflight; past them, 429. By default,
+    the graph's capacity too."""
     max_queue_wait_s: float = Field(default=60.0, gt=0)
     """How long a request may wait in that queue before it is answered 503."""
     sse_keepalive_s: float = Field(default=15.0, gt=0)
@@ -100,7 +105,8 @@ class Frontend(Component):
             },
             request_timeout_s=self.config.request_timeout_s,
             admission=Admission(
-                self.config.max_inflight, self.config.max_queued, self.config.max_queue_wait_s
+                *admission_limits(0, self.config.max_inflight, self.config.max_queued),
+                self.config.max_queue_wait_s,
             ),
             metrics=FrontendMetrics(model_name),
             apps=AppSettings(
@@ -131,7 +137,25 @@ class Frontend(Component):
         )
 
     async def run(self) -> None:
-        await self.server.serve()
+        follower = asyncio.create_task(self.follow_capacity())
+        try:
+            await self.server.serve()
+        finally:
+            follower.cancel()
+
+    async def follow_capacity(self) -> None:
+        """Keep the unconfigured admission limits at the graph's capacity as workers come and go.
+
+        While no live worker reports one (all restarting), the last limits stay.
+        """
+        if self.config.max_inflight is not None and self.config.max_queued is not None:
+            return
+        while True:
+            if capacity := self.state.capacity():
+                self.state.admission.resize(
+                    *admission_limits(capacity, self.config.max_inflight, self.config.max_queued)
+                )
+            await asyncio.sleep(CAPACITY_POLL_S)
 
     async def stop(self) -> None:
         left = await self.state.admission.drain(self.config.drain_timeout_s)

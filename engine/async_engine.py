@@ -35,6 +35,11 @@ class AsyncEngine:
         self._closed = False
 
     @property
+    def max_num_seqs(self) -> int:
+        """The sequences the engine runs at once; more wait in its scheduler."""
+        return self.engine.scheduler.max_num_seqs
+
+    @property
     def num_running(self) -> int:
         """Requests streaming now, waiting for admission included."""
         return len(self._streams)

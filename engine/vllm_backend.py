@@ -220,6 +220,11 @@ class VllmEngine:
             raise ValueError(f"vllm-args: {error}") from None
         return cls(AsyncLLM.from_engine_args(engine_args))
 
+    @property
+    def max_num_seqs(self) -> int:
+        """The sequences vLLM runs at once, as it settled them (`vllm-args` may have set it)."""
+        return self.llm.vllm_config.scheduler_config.max_num_seqs
+
     async def warm_up(self) -> None:
         """Starts the counters, then runs one token so the first request pays no warm-up."""
         await self.llm.collective_rpc("vidgraph_count_kv_transfers")

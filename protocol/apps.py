@@ -178,6 +178,8 @@ class WorkerHealth(BaseModel):
     pid: int
     uptime_s: float
     queue_depth: int | None
+    capacity: int | None = None
+    """The requests it runs at once, as it registered (a decode worker: its max-num-seqs)."""
     model: str | None = None
     device: str | None = None
     gpu_name: str | None = None
@@ -190,4 +192,7 @@ class HealthDetailed(BaseModel):
     version: str
     uptime_s: float
     model: str
+    max_inflight: int
+    """This frontend's admission limit now: its `max-inflight`, else the workers' capacities."""
+    max_queued: int
     components: dict[str, list[WorkerHealth]]

@@ -6,6 +6,12 @@ waits its turn in a FIFO queue of at most `max_queued`, for at most
 `max_queue_wait_s` (then 503: the graph is too slow for it now); only a full
 queue answers 429 with Retry-After. On shutdown the frontend stops admitting
 (503), refuses what is still queued, and waits for what it admitted to finish.
+
+Unless configured, both bounds are the graph's capacity: the requests its
+live workers run at once, as they registered it (a decode worker: its
+engine's max-num-seqs). Admitting more would only park them in an engine's
+queue, which nothing bounds and which no 429 can come from; one more such
+batch waits here, in order.
 """
 
 from __future__ import annotations
@@ -14,6 +20,21 @@ import asyncio
 from collections import deque
 
 from protocol.errors import ServiceError
+
+FALLBACK_LIMIT = 256
+"""Both bounds while no worker reports a capacity: before the first registers, and in a graph
+whose workers bound nothing themselves (video generation queues its jobs in its workers)."""
+
+
+def admission_limits(
+    capacity: int, max_inflight: int | None = None, max_queued: int | None = None
+) -> tuple[int, int]:
+    """(max_inflight, max_queued): the configured ones, else the graph's `capacity` (0: unknown)."""
+    derived = capacity or FALLBACK_LIMIT
+    return (
+        derived if max_inflight is None else max_inflight,
+        derived if max_queued is None else max_queued,
+    )
 
 
 def _draining() -> ServiceError:
@@ -75,14 +96,28 @@ class Admission:
 
     def leave(self) -> None:
         """One request finished: its slot goes to the longest-waiting request, if any."""
-        while self._queue:
+        self.inflight -= 1
+        self._admit_waiting()
+        if self.inflight == 0:
+            self._idle.set()
+
+    def resize(self, max_inflight: int, max_queued: int) -> None:
+        """New bounds (the graph's capacity changed): room that opens goes to the queue at once.
+
+        Under a lower bound, the requests already in flight finish; the next
+        waiting one is admitted once fewer than the new bound remain.
+        """
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
+        while self._queue and self.inflight < self.max_inflight:
             turn = self._queue.popleft()
             if not turn.done():
                 turn.set_result(None)
-                return
-        self.inflight -= 1
-        if self.inflight == 0:
-            self._idle.set()
+                self.inflight += 1
+                self._idle.clear()
 
     async def drain(self, timeout_s: float) -> int:
         """Admit nothing more; wait up to `timeout_s` for the admitted; return how many remain."""

@@ -2,8 +2,9 @@
 
 `/v1/health` is the one-line answer an app polls (`ok`, or 503). The detailed
 form lists every component's live instances with their uptime, queue depth
-(requests this frontend has in flight to them) and, for model workers, the
-model and device they report in their stats (GPU name and memory on CUDA).
+(requests this frontend has in flight to them), the capacity they registered
+and, for model workers, the model and device they report in their stats (GPU
+name and memory on CUDA), beside the admission limits in force.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ async def health_detailed(request: Request) -> JSONResponse:
         version=version(),
         uptime_s=now - state.started_at,
         model=state.model_name,
+        max_inflight=state.admission.max_inflight,
+        max_queued=state.admission.max_queued,
         components=components,
     )
     return JSONResponse(body.model_dump(), status_code=200 if status == "ok" else 503)
@@ -70,6 +73,7 @@ def worker_health(instance: Any, stats: dict[str, Any], now: float) -> WorkerHea
         pid=instance.pid,
         uptime_s=now - instance.started_at,
         queue_depth=int(inflight) if isinstance(inflight, int | float) else None,
+        capacity=instance.capacity,
         **{key: stats[key] for key in DEVICE_STATS if key in stats},
     )
 

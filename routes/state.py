@@ -121,6 +121,15 @@ class FrontendState:
             for name, client in self.components.items()
         }
 
+    def capacity(self) -> int:
+        """The requests the graph's live instances run at once, as they registered it (0: none
+        reports one)."""
+        return sum(
+            instance.capacity or 0
+            for client in self.components.values()
+            for instance in client.instances()
+        )
+
     async def worker_stats(self) -> WorkerStats:
         names = list(self.components)
         stats = await asyncio.gather(*(self.components[n].collect_stats() for n in names))

@@ -99,6 +99,17 @@ class Component:
         """
         return None
 
+    def capacity(self) -> int | None:
+        """How many requests this instance runs at once, registered with it in etcd.
+
+        A frontend left without a `max-inflight` admits as many requests as its
+        graph's live instances report together (a decode worker: its engine's
+        max-num-seqs), so requests beyond them wait in the frontend's bounded
+        queue rather than in an engine's unbounded one. None: it sets no such
+        bound. Called after `start()`.
+        """
+        return None
+
     def stats(self) -> dict[str, float]:
         """Counters for the frontend's /metrics; the runtime adds `inflight`."""
         return {}

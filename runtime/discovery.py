@@ -54,6 +54,8 @@ class Instance:
     endpoints: frozenset[str]
     model: dict[str, Any] | None = field(default=None, compare=False)
     """The model card it registered (`Component.model_card()`): name and type, e.g. videos."""
+    capacity: int | None = field(default=None, compare=False)
+    """The requests it runs at once, as registered (`Component.capacity()`); None: unbounded."""
 
     @property
     def address(self) -> str:
@@ -168,8 +170,10 @@ class Discovery:
         host: str,
         port: int,
         model: dict[str, Any] | None = None,
+        capacity: int | None = None,
     ) -> None:
-        """Announce this process as an instance of `component` serving `endpoints` (and `model`)."""
+        """Announce this process as an instance of `component` serving `endpoints` (and `model`,
+        running up to `capacity` requests at once)."""
         info = codec.encode(
             {
                 "host": host,
@@ -177,6 +181,7 @@ class Discovery:
                 "pid": os.getpid(),
                 "started_at": time.time(),
                 **({"model": model} if model is not None else {}),
+                **({"capacity": capacity} if capacity is not None else {}),
             }
         )
         registration = (component, tuple(endpoints), info)
@@ -242,6 +247,12 @@ def _registration(value: bytes) -> dict | None:
         pass
     log.warning("ignoring a malformed registration in etcd: %r", value[:80])
     return None
+
+
+def _capacity(info: dict) -> int | None:
+    """A registration's capacity; one that is not a positive count (a newer writer's) is none."""
+    capacity = info.get("capacity")
+    return capacity if type(capacity) is int and capacity > 0 else None
 
 
 class InstanceWatcher:
@@ -327,6 +338,7 @@ class InstanceWatcher:
                 started_at=info[instance_id]["started_at"],
                 endpoints=frozenset(names),
                 model=info[instance_id].get("model"),
+                capacity=_capacity(info[instance_id]),
             )
             for instance_id, names in endpoints.items()
         }

@@ -114,6 +114,7 @@ async def serve(
             address.advertise,
             server.port,
             component.model_card(),
+            component.capacity(),
         )
         log.info(
             "%s serving %s on %s:%d (registered as %s)",

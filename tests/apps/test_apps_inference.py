@@ -25,6 +25,7 @@ from apps_helpers import (
     wait_until,
 )
 
+from components.decode_worker import DecodeWorkerConfig
 from graphs.serve import RunningGraph
 
 STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
@@ -298,3 +299,13 @@ def test_health_says_ok_and_details_each_component(graph: RunningGraph) -> None:
         [worker] = detail["components"][name]
         assert worker["device"] == "cpu" and worker["model"] == MODEL
         assert worker["queue_depth"] == 0 and worker["uptime_s"] > 0
+    [decoder] = detail["components"]["DecodeWorker"]
+    assert decoder["capacity"] == DecodeWorkerConfig().max_num_seqs  # no max-num-seqs in agg.yaml
+    assert [w["capacity"] for w in detail["components"]["EncodeWorker"]] == [None]
+
+    def limits() -> tuple[int, int]:
+        detail = httpx.get(f"{graph.base_url}/v1/health/detailed").json()
+        return detail["max_inflight"], detail["max_queued"]
+
+    # No max-inflight in the graph's config: the frontend admits what the decode worker runs.
+    wait_until(lambda: limits() == (decoder["capacity"],) * 2, "limits from the capacity")

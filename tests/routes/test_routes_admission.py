@@ -1,13 +1,19 @@
-"""Admission: a bounded FIFO queue beyond max-inflight, 429 only when it is full, a drain."""
+"""Admission: a bounded FIFO queue beyond max-inflight, 429 only when it is full, a drain;
+by default both bounds follow the capacity the graph's workers register."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from routes_fakes import StandInProcessor
 
 from protocol.errors import ServiceError
-from routes.admission import Admission
+from routes.admission import FALLBACK_LIMIT, Admission, admission_limits
+from routes.metrics import FrontendMetrics
+from routes.state import FrontendState
 
 
 async def test_requests_beyond_the_limit_wait_their_turn_in_order() -> None:
@@ -68,3 +74,60 @@ async def test_a_drain_refuses_the_queued_and_waits_for_the_admitted() -> None:
     assert refused.value.status == 503
     admission.leave()
     assert await draining == 0
+
+
+def test_unconfigured_limits_are_the_graphs_capacity_and_configured_ones_win() -> None:
+    assert admission_limits(64) == (64, 64)
+    assert admission_limits(64, max_inflight=8) == (8, 64)
+    assert admission_limits(64, max_queued=0) == (64, 0)
+    assert admission_limits(0) == (FALLBACK_LIMIT, FALLBACK_LIMIT)  # no worker reports one
+
+
+class Registered(StandInProcessor):
+    """A component's client whose live instances registered these capacities."""
+
+    def __init__(self, *capacities: int | None) -> None:
+        self.capacities = capacities
+
+    def instances(self) -> list[Any]:
+        return [SimpleNamespace(capacity=capacity) for capacity in self.capacities]
+
+
+def test_the_graphs_capacity_sums_what_its_live_instances_registered() -> None:
+    state = FrontendState(
+        model_name="tiny",
+        components={
+            "Processor": Registered(None, None),
+            "DecodeWorker": Registered(32, 16),
+            "EncodeWorker": Registered(None),
+        },
+        model_types={"chat": "Processor"},
+        request_timeout_s=5,
+        admission=Admission(1),
+        metrics=FrontendMetrics(),
+    )
+    assert state.capacity() == 48
+    state.components["DecodeWorker"] = Registered()  # every decode worker gone
+    assert state.capacity() == 0
+
+
+async def test_a_larger_capacity_admits_the_queue_at_once_a_smaller_lets_the_admitted_finish() -> (
+    None
+):
+    admission = Admission(max_inflight=1, max_queued=4, max_queue_wait_s=30)
+    await admission.admit()
+    waiters = [asyncio.create_task(admission.admit()) for _ in range(3)]
+    while admission.queued < 3:
+        await asyncio.sleep(0)
+    admission.resize(3, 4)  # a second worker registered: two more run now, no one left
+    while admission.queued > 1:
+        await asyncio.sleep(0)
+    assert admission.inflight == 3 and admission.queued == 1
+
+    admission.resize(1, 4)  # it went away again: the three admitted finish first
+    admission.leave()
+    admission.leave()
+    assert admission.inflight == 1 and admission.queued == 1
+    admission.leave()
+    await asyncio.gather(*waiters)
+    assert admission.inflight == 1 and admission.queued == 0
