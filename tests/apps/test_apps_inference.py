@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import select
 import socket
+import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from apps_helpers import (
 )
 
 from components.decode_worker import DecodeWorkerConfig
+from components.frontend import FrontendConfig
 from graphs.serve import RunningGraph
 
 STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
@@ -309,3 +313,81 @@ def test_health_says_ok_and_details_each_component(graph: RunningGraph) -> None:
 
     # No max-inflight in the graph's config: the frontend admits what the decode worker runs.
     wait_until(lambda: limits() == (decoder["capacity"],) * 2, "limits from the capacity")
+
+
+class Ticker:
+    """Streams chat answers back to back through the frontend, counting their chunks, until
+    stopped: a stream that is always running, whose count shows whether it kept moving."""
+
+    def __init__(self, graph: RunningGraph) -> None:
+        self.url = f"{graph.base_url}/v1/chat/completions"
+        self.chunks = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        body = {
+            "model": "tiny",
+            "messages": [{"role": "user", "content": "Count."}],
+            "max_tokens": 64,
+            "ignore_eos": True,
+            "stream": True,
+        }
+        while not self.stopping.is_set():
+            with httpx.stream("POST", self.url, json=body, timeout=TIMEOUT) as response:
+                assert response.status_code == 200
+                for line in response.iter_lines():
+                    self.chunks += line.startswith("data: {")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=TIMEOUT.read)
+
+
+def padded_data_url(path: Path, size: int) -> str:
+    """`path`'s MP4 as a data URL of `size` bytes: a trailing `free` box, which demuxers
+    skip, pads it, so the whole payload is decoded, hashed and probed, and the video sampled."""
+    data = path.read_bytes()
+    pad = size - len(data)
+    padded = data + struct.pack(">I4s", pad, b"free") + bytes(pad - 8)
+    return "data:video/mp4;base64," + base64.b64encode(padded).decode()
+
+
+def test_a_data_url_at_the_body_limit_does_not_stall_a_running_stream(
+    graph: RunningGraph, video: Callable[[int], Path]
+) -> None:
+    """Issue 22: the media work of a huge data URL runs off every event loop a stream uses.
+
+    The largest data URL the frontend takes (its default `max-request-bytes`, 64 MiB, less a
+    MiB for the rest of the body: 47 MB of video) goes through the frontend, processor and
+    decode worker to the encode worker, which decodes its base64, hashes and probes it. A
+    stream running meanwhile must move (by its chunk count, not by a time limit) both while
+    the big body is received, parsed and forwarded (until the big request's first status
+    arrives) and while its media is decoded and answered (until its last event).
+    """
+    limit = FrontendConfig().max_request_bytes
+    body = {
+        "video_url": padded_data_url(video(4), (limit - (1 << 20)) * 3 // 4),
+        "prompt": "Describe it.",
+        "generation_params": {"max_tokens": 4, "temperature": 0},
+        "stream": True,
+    }
+    ticker = Ticker(graph)
+    try:
+        wait_until(lambda: ticker.chunks > 0, "the running stream under way")
+        counts = [ticker.chunks]
+        with httpx.stream(
+            "POST", f"{graph.base_url}/v1/inference/url", json=body, timeout=TIMEOUT
+        ) as response:
+            counts.append(ticker.chunks)  # the answer began: the graph took the request
+            assert response.status_code == 200, response.read()[:300]
+            received = events(response.iter_lines())
+        counts.append(ticker.chunks)
+    finally:
+        ticker.stop()
+
+    assert counts[0] < counts[1] < counts[2], counts
+    name, done = received[-1]
+    assert name == "done", received[-1]
+    assert done["video"]["width"] == 80 and done["video"]["frames_sampled"] > 0
