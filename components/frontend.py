@@ -55,11 +55,11 @@ class FrontendConfig(ComponentConfig):
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
     max_inflight: int | None = Field(default=None, ge=1)
-    """Requests answered at once; by default, the graph's capacity (the sum of its live decode
-    workers' max-num-seqs, followed as they come and go; routes.admission)."""
+    """Requests answered at once; by default, twice the graph's capacity (the sum of its live
+    decode workers' max-num-seqs, followed as they come and go; routes.admission)."""
     max_queued: int | None = Field(default=None, ge=0)
     """Requests that wait (FIFO) for a slot beyond max-inflight; past them, 429. By default,
-    the graph's capacity too."""
+    twice the graph's capacity too."""
     max_queue_wait_s: float = Field(default=60.0, gt=0)
     """How long a request may wait in that queue before it is answered 503."""
     sse_keepalive_s: float = Field(default=15.0, gt=0)

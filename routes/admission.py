@@ -7,11 +7,13 @@ waits its turn in a FIFO queue of at most `max_queued`, for at most
 queue answers 429 with Retry-After. On shutdown the frontend stops admitting
 (503), refuses what is still queued, and waits for what it admitted to finish.
 
-Unless configured, both bounds are the graph's capacity: the requests its
-live workers run at once, as they registered it (a decode worker: its
-engine's max-num-seqs). Admitting more would only park them in an engine's
-queue, which nothing bounds and which no 429 can come from; one more such
-batch waits here, in order.
+Unless configured, both bounds are twice the graph's capacity: the requests
+its live workers run at once, as they registered it (a decode worker: its
+engine's max-num-seqs). Twice, so that while one batch decodes the next is
+fetched, encoded and prefilled (the stages overlap, and a finished sequence's
+slot is taken at once); admitting more would only park requests in the
+engines' queues, which nothing bounds and no 429 comes from. As many again
+wait here, in order.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections import deque
 
 from protocol.errors import ServiceError
 
+HEADROOM = 2
+"""Requests admitted per sequence the graph runs at once (see above)."""
 FALLBACK_LIMIT = 256
 """Both bounds while no worker reports a capacity: before the first registers, and in a graph
 whose workers bound nothing themselves (video generation queues its jobs in its workers)."""
@@ -29,8 +33,9 @@ whose workers bound nothing themselves (video generation queues its jobs in its 
 def admission_limits(
     capacity: int, max_inflight: int | None = None, max_queued: int | None = None
 ) -> tuple[int, int]:
-    """(max_inflight, max_queued): the configured ones, else the graph's `capacity` (0: unknown)."""
-    derived = capacity or FALLBACK_LIMIT
+    """(max_inflight, max_queued): the configured ones, else from the graph's `capacity` (0:
+    unknown)."""
+    derived = HEADROOM * capacity or FALLBACK_LIMIT
     return (
         derived if max_inflight is None else max_inflight,
         derived if max_queued is None else max_queued,

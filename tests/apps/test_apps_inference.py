@@ -311,8 +311,8 @@ def test_health_says_ok_and_details_each_component(graph: RunningGraph) -> None:
         detail = httpx.get(f"{graph.base_url}/v1/health/detailed").json()
         return detail["max_inflight"], detail["max_queued"]
 
-    # No max-inflight in the graph's config: the frontend admits what the decode worker runs.
-    wait_until(lambda: limits() == (decoder["capacity"],) * 2, "limits from the capacity")
+    # No max-inflight in the graph's config: the frontend admits from what the decode worker runs.
+    wait_until(lambda: limits() == (2 * decoder["capacity"],) * 2, "limits from the capacity")
 
 
 class Ticker:

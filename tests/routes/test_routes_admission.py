@@ -77,9 +77,9 @@ async def test_a_drain_refuses_the_queued_and_waits_for_the_admitted() -> None:
 
 
 def test_unconfigured_limits_are_the_graphs_capacity_and_configured_ones_win() -> None:
-    assert admission_limits(64) == (64, 64)
-    assert admission_limits(64, max_inflight=8) == (8, 64)
-    assert admission_limits(64, max_queued=0) == (64, 0)
+    assert admission_limits(64) == (128, 128)  # a batch decoding, the next on its way
+    assert admission_limits(64, max_inflight=8) == (8, 128)
+    assert admission_limits(64, max_queued=0) == (128, 0)
     assert admission_limits(0) == (FALLBACK_LIMIT, FALLBACK_LIMIT)  # no worker reports one
 
 
