@@ -106,14 +106,16 @@ def test_same_client_request_id_twice_at_once_is_fine(graph: RunningGraph, media
 
 @schemathesis.hook
 def map_body(context: schemathesis.HookContext, body: object) -> object:
-    """Aim generated chat requests past validation into the graph: the served model, few tokens.
+    """Aim generated chat and completion requests past validation into the graph: the served
+    model, few tokens.
 
     Media parts become text: random URLs would only test DNS failures, and the
     media path has its own fuzz (test_reliability_hostile, benchmarks.fuzz_media).
     """
-    if not (isinstance(body, dict) and isinstance(body.get("messages"), list)):
+    generating = ("/v1/chat/completions", "/v1/completions")
+    if not (isinstance(body, dict) and context.operation and context.operation.path in generating):
         return body
-    for message in body["messages"]:
+    for message in body.get("messages") if isinstance(body.get("messages"), list) else []:
         if isinstance(message, dict) and isinstance(message.get("content"), list):
             message["content"] = [_as_text(part) for part in message["content"]]
     body = {**body, "model": "tiny", "max_tokens": 4}
