@@ -13,7 +13,7 @@ vidgraph at 4, ...), so a change in the machine's load hits both alike.
 Reports requests/s and latency p50/p99 per concurrency, and how many answers the
 two systems agree on, and writes benchmarks/results/apps_inference.json.
 
-    flock /work/tools/.heavy.lock .venv/bin/python -m benchmarks.apps_inference
+    .venv/bin/python -m benchmarks.apps_inference
 """
 
 from __future__ import annotations

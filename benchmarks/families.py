@@ -2,7 +2,7 @@
 through the agg and disagg graphs, and encode time per frame against `transformers`' own
 vision forward.
 
-    /work/tools/heavy .venv/bin/python -m benchmarks.families [--requests 12] [--concurrency 4]
+    .venv/bin/python -m benchmarks.families [--requests 12] [--concurrency 4]
 
 Every request carries one medium (a video for Qwen3-VL and LLaVA-NeXT-Video, an image
 for LLaVA-NeXT),
