@@ -304,7 +304,7 @@ def test_health_says_ok_and_details_each_component(graph: RunningGraph) -> None:
         assert worker["device"] == "cpu" and worker["model"] == MODEL
         assert worker["queue_depth"] == 0 and worker["uptime_s"] > 0
     [decoder] = detail["components"]["DecodeWorker"]
-    assert decoder["capacity"] == DecodeWorkerConfig().max_num_seqs  # no max-num-seqs in agg.yaml
+    assert decoder["capacity"] == DecodeWorkerConfig().max_num_seqs  # none in the graph's config
     assert [w["capacity"] for w in detail["components"]["EncodeWorker"]] == [None]
 
     def limits() -> tuple[int, int]:
@@ -328,7 +328,7 @@ class Ticker:
 
     def _run(self) -> None:
         body = {
-            "model": "tiny",
+            "model": MODEL,
             "messages": [{"role": "user", "content": "Count."}],
             "max_tokens": 64,
             "ignore_eos": True,
