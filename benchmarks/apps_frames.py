@@ -1,11 +1,12 @@
 """/v1/frames/descriptions: 64 frames in one request (1 and 2 encode workers) vs one at a time.
 
-One run on the agg graph, tiny model: 64 distinct frames described in one
-request, with one encode worker and with two, against the serverless pattern
-of one request per frame, sent one after another. Reports frames/s and writes
-benchmarks/results/apps_frames.json.
+One run on the agg graph with the tiny LLaVA-NeXT v1.6 image model
+(configs/agg-llava-next.yaml, the RunPod worker's default): 64 distinct frames
+described in one request, with one encode worker and with two, against the
+serverless pattern of one request per frame, sent one after another. Reports
+frames/s and writes benchmarks/results/apps_frames.json.
 
-    /work/tools/heavy .venv/bin/python -m benchmarks.apps_frames
+    flock /work/tools/.heavy.lock .venv/bin/python -m benchmarks.apps_frames
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from media.samples import sample_frames
 
 FRAMES = 64
 MAX_TOKENS = 16
+CONFIG = "agg-llava-next.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "apps_frames.json"
 
 
@@ -52,7 +54,7 @@ def run_graph(encode_workers: int, work: Path) -> dict:
     urls = frame_urls(FRAMES, first_seed=1000)
     with serve_graph(
         "graphs.agg",
-        ROOT / "configs" / "agg.yaml",
+        ROOT / "configs" / CONFIG,
         f"--EncodeWorker.ServiceArgs={{workers: {encode_workers}}}",
         log_path=work / f"graph-{encode_workers}.log",
     ) as graph:
@@ -80,7 +82,12 @@ def run_graph(encode_workers: int, work: Path) -> dict:
 def main() -> None:
     started = time.time()
     record = provenance(ROOT, cpus=os.sched_getaffinity(0))
-    record["workload"] = {"frames": FRAMES, "size": "96x64 PNG", "max_tokens": MAX_TOKENS}
+    record["workload"] = {
+        "config": CONFIG,
+        "frames": FRAMES,
+        "size": "96x64 PNG",
+        "max_tokens": MAX_TOKENS,
+    }
     work = Path(tempfile.mkdtemp(prefix="frames-bench-"))
     record["results"] = [run_graph(1, work), run_graph(2, work)]
     serial = record["results"][0]["one_at_a_time_frames_per_s"]
