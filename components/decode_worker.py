@@ -4,7 +4,9 @@ The story of a request here:
 1. decide where the prompt runs. With `remote-prefill`, a PrefillWorker runs it
    unless conditional disaggregation keeps it here: a short text-only prompt
    costs less to prefill than to ship its KV, and when every prefill worker's
-   queue is full, waiting would cost more than prefilling locally;
+   queue is full, waiting would cost more than prefilling locally. A migrated
+   request (its decode worker died mid-stream; it comes with the tokens
+   generated so far) is prefilled here, prompt and those tokens together;
 2. locally: get each video's embeddings from EncodeWorkers over NIXL and add the
    sequence to the engine's running batch;
    remotely: the PrefillWorker returns the first token and where its KV cache
@@ -105,6 +107,8 @@ class DecodeWorker(Component):
         from engine import SamplingParams
 
         req = GenerateRequest.model_validate(request)
+        if req.generated_token_ids and self.config.engine == "vllm":
+            raise ServiceError("a migrated request cannot resume on vLLM: set migration-limit 0")
         sampling = SamplingParams(**req.sampling.model_dump())
         if self.prefill_remotely(req):
             self.counts["remote_prefills"] += 1
@@ -116,7 +120,7 @@ class DecodeWorker(Component):
             yield output.model_dump()
 
     def prefill_remotely(self, req: GenerateRequest) -> bool:
-        if self.prefills is None:
+        if self.prefills is None or req.generated_token_ids:
             return False
         queues = [self.prefills.inflight(i) for i in self.prefills.instances("prefill")]
         if not queues:
@@ -147,10 +151,16 @@ class DecodeWorker(Component):
                 embeddings = item
         if req.report_stages:
             yield TokenOutput(token_ids=[], stage=StageUpdate(stage="generating"))
-        check_prompt_fits(req.prompt_token_ids, embeddings, self.config.max_model_len)
+        check_prompt_fits(
+            req.prompt_token_ids + req.generated_token_ids, embeddings, self.config.max_model_len
+        )
         # The engine keys sequences by this call's own id: `req.request_id` comes from
         # the client, and a retried request may reach us while its first try still runs.
-        steps = self.engine.generate(ctx.request_id, req.prompt_token_ids, embeddings, sampling)
+        generated = req.generated_token_ids
+        resumed = {"generated_token_ids": generated} if generated else {}
+        steps = self.engine.generate(
+            ctx.request_id, req.prompt_token_ids, embeddings, sampling, **resumed
+        )
         async for step in steps:
             yield token_output(step, sampling)
 

@@ -10,22 +10,26 @@ The story of a request here:
    stream the generated token ids back, detokenized incrementally, cutting at
    stop strings (and, when the request asked for them, the graph's stage
    reports as they come); usage counts every choice, each prompt once.
+   A decode worker lost mid-stream hands its choice on: the decode request goes
+   to another worker with the tokens streamed so far (`migration-limit` times),
+   which prefills prompt and tokens and streams on from the next token.
 Each image or video part becomes the chat template's placeholder for its modality.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from components.detokenizer import Detokenizer
 from components.fanout import merge
-from protocol.errors import ServiceError
+from protocol.errors import ServiceError, WorkerLost
 from protocol.messages import (
     GenerateRequest,
     MediaRef,
@@ -50,11 +54,16 @@ from runtime import Component, ComponentConfig, Context, endpoint
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+log = logging.getLogger(__name__)
+
 
 class ProcessorConfig(ComponentConfig):
     model: str = "tiny"
     max_model_len: int = Field(default=4096, ge=16)
     max_media_per_prompt: int = Field(default=4, ge=0)
+    # How often one choice may move to another decode worker when its worker dies
+    # mid-stream; 0: the client's stream ends with the error instead.
+    migration_limit: int = Field(default=1, ge=0)
 
 
 def _bad_request(message: str, param: str) -> ServiceError:
@@ -168,6 +177,14 @@ class Prompt:
     media: list[MediaRef]
 
 
+@dataclass
+class Progress:
+    """How far one choice got: its tokens so far, and whether its current worker replied."""
+
+    token_ids: list[int] = field(default_factory=list)
+    replied: bool = False
+
+
 class Processor(Component):
     Config = ProcessorConfig
     model_type = "chat"
@@ -181,6 +198,7 @@ class Processor(Component):
             | set(self.tokenizer.all_special_tokens)
         )
         self.decoders = self.client("DecodeWorker")
+        self.counts = {"migrations": 0}
 
     @endpoint
     async def describe(self, request: None, ctx: Context) -> AsyncIterator[dict[str, Any]]:
@@ -234,18 +252,52 @@ class Processor(Component):
             skip_special_tokens=body.skip_special_tokens,
             include_stop=body.include_stop_str_in_output,
         )
-        generated = 0
-        replies = self.decoders.stream(
-            "generate", generate.model_dump(), deadline_s=ctx.time_left()
-        )
+        progress = Progress()
+        for migration in range(self.config.migration_limit + 1):
+            progress.replied = False
+            resend = generate.model_copy(update={"generated_token_ids": progress.token_ids})
+            replies = self.decoders.stream(
+                "generate", resend.model_dump(), deadline_s=ctx.time_left()
+            )
+            try:
+                async for output in self.outputs(body, index, replies, detokenizer, progress):
+                    yield output
+                return
+            except WorkerLost as error:
+                # Lost before any reply, the client already tried the other instances;
+                # with every token streamed, only the finish was lost: nothing to move.
+                left = sampling.max_tokens - len(progress.token_ids)
+                if not progress.replied or migration == self.config.migration_limit or left <= 0:
+                    raise
+                self.counts["migrations"] += 1
+                log.warning(
+                    "decode worker lost %s after %d tokens (%s); migrating it (%d of %d)",
+                    generate.request_id,
+                    len(progress.token_ids),
+                    error,
+                    migration + 1,
+                    self.config.migration_limit,
+                )
+
+    async def outputs(
+        self,
+        body: SamplingFields,
+        index: int,
+        replies: AsyncIterator[dict[str, Any]],
+        detokenizer: Detokenizer,
+        progress: Progress,
+    ) -> AsyncIterator[ProcessorOutput]:
+        """One decode worker's replies as this choice's outputs, until the choice finishes."""
         async with aclosing(replies):
             async for message in replies:
+                progress.replied = True
                 out = TokenOutput.model_validate(message)
                 if out.stage is not None:
                     yield ProcessorOutput(index=index, text="", token_ids=[], stage=out.stage)
                     continue
-                generated += len(out.token_ids)
-                text = detokenizer.add(out.token_ids, match_stop=generated >= sampling.min_tokens)
+                progress.token_ids += out.token_ids
+                generated = len(progress.token_ids)
+                text = detokenizer.add(out.token_ids, match_stop=generated >= body.min_tokens)
                 finish = "stop" if detokenizer.stopped else out.finish_reason
                 if finish is not None:
                     text += detokenizer.flush()
@@ -338,13 +390,16 @@ class Processor(Component):
             "allowed_token_ids": body.allowed_token_ids or [],
             "stop_token_ids": body.stop_token_ids,
         }
-        for field, ids in fields.items():
+        for param, ids in fields.items():
             if bad := [t for t in ids if not 0 <= t < self.vocab_size]:
                 raise _bad_request(
-                    f"{field}: token ids {bad[:5]} are outside the vocabulary "
+                    f"{param}: token ids {bad[:5]} are outside the vocabulary "
                     f"(0..{self.vocab_size - 1})",
-                    field,
+                    param,
                 )
+
+    def stats(self) -> dict[str, float]:
+        return dict(self.counts)
 
     def openai_logprobs(self, body: SamplingFields, out: TokenOutput) -> list[TokenLogprob]:
         def entry(token_id: int, logprob: float) -> TopLogprob:

@@ -50,10 +50,19 @@ class AsyncEngine:
         prompt_token_ids: list[int],
         video_embeddings: list[torch.Tensor | MediaEmbedding] | None = None,
         sampling: SamplingParams | None = None,
+        generated_token_ids: list[int] | None = None,
     ) -> AsyncIterator[StepOutput]:
-        """Prefills here and streams every token; closing the iterator aborts the request."""
+        """Prefills here and streams every token; closing the iterator aborts the request.
+
+        Given `generated_token_ids` (see `Engine.add_request`), it streams the tokens after them.
+        """
         add = partial(
-            self.engine.add_request, request_id, prompt_token_ids, video_embeddings, sampling
+            self.engine.add_request,
+            request_id,
+            prompt_token_ids,
+            video_embeddings,
+            sampling,
+            generated_token_ids,
         )
         return self._stream(request_id, add)
 

@@ -131,10 +131,22 @@ class Engine:
         prompt_token_ids: list[int],
         video_embeddings: list[torch.Tensor | MediaEmbedding] | None = None,
         sampling: SamplingParams | None = None,
+        generated_token_ids: list[int] | None = None,
     ) -> None:
-        """Queues a request; its first token comes out of the step that computes its prompt."""
+        """Queues a request; its first token comes out of the step that computes its prompt.
+
+        `generated_token_ids` resumes a request that another engine was generating (a
+        migrated request): they are its first output tokens, computed with the prompt
+        like a preempted sequence's, so the next token is sampled as if it had run here
+        all along (same sampling index, penalties, max_tokens), and a generated id that
+        happens to be a media placeholder stays a text token.
+        """
         self._check_runs()
-        self._register(self._new_sequence(request_id, prompt_token_ids, video_embeddings, sampling))
+        seq = self._new_sequence(request_id, prompt_token_ids, video_embeddings, sampling)
+        if generated_token_ids:
+            seq.token_ids += generated_token_ids
+            self._check_length(seq.num_tokens)
+        self._register(seq)
 
     def step(self) -> list[StepOutput]:
         """Computes one scheduled batch: a token for every decoding request, prompt chunks."""

@@ -128,6 +128,10 @@ class GenerateRequest(BaseModel):
     media_io_kwargs: dict[str, dict[str, Any]] | None = None
     sampling: SamplingOptions
     report_stages: bool = False
+    # A migrated request: the tokens its lost decode worker had streamed. The new
+    # worker prefills them with the prompt (itself: a prefill worker knows no
+    # generated tokens) and streams the tokens after them; max_tokens still counts them.
+    generated_token_ids: list[int] = Field(default_factory=list)
 
 
 class TokenOutput(BaseModel):

@@ -88,3 +88,36 @@ def test_abort_frees_the_slot_and_the_others_carry_on(engine, prompt, generate):
         tokens += [out.token_id for out in engine.step() if out.request_id == "a2"]
     assert tokens == expected
     assert engine.block_manager.used_block_ids == set()
+
+
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        SamplingParams(temperature=0, max_tokens=14, ignore_eos=True),
+        SamplingParams(temperature=1.0, seed=7, max_tokens=14, ignore_eos=True),
+        SamplingParams(temperature=0, max_tokens=14, ignore_eos=True, repetition_penalty=1.3),
+    ],
+    ids=["greedy", "seeded", "penalized"],
+)
+def test_a_resumed_request_continues_as_if_it_had_run_here(
+    engine, videos, prompt, generate, sampling
+):
+    """A migrated request: its generated tokens come with the prompt, the rest follow as before.
+
+    One generated id is the video placeholder: it stays a text token (a second
+    placeholder would ask for a second video) and the continuation still matches.
+    """
+    clips = [engine.encode_video(videos[0])]
+    ids = prompt("USER: <video>\nWhat happens? ASSISTANT:")
+    alone = generate(ids, clips, sampling)
+    whole = [o.token_id for o in alone]
+    placeholder = engine.video_token_id
+    for cut, so_far in [(5, whole[:5]), (4, [*whole[:3], placeholder])]:
+        engine.add_request("resumed", ids, clips, sampling, generated_token_ids=so_far)
+        rest: list[StepOutput] = []
+        while engine.has_unfinished():
+            rest += engine.step()
+        if so_far == whole[:cut]:
+            assert [o.token_id for o in rest] == whole[cut:]
+        assert len(rest) == sampling.max_tokens - cut
+        assert rest[0].prompt_tokens == alone[0].prompt_tokens  # usage: the prompt alone
