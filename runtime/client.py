@@ -76,7 +76,8 @@ class Client:
         while it drains) is retried on another one: nothing was observed yet,
         so the caller cannot tell; with no other instance it waits for one to
         register, or for a dropped link to come back (`_retry_target`). Once
-        replies flow, `WorkerLost` is raised.
+        replies flow, `WorkerLost` is raised: only the caller knows what the
+        replies so far mean (the Processor migrates a decode request with them).
         """
         timeout_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
         deadline = time.monotonic() + timeout_s

@@ -10,11 +10,13 @@ Each test prints one line for the reliability table (run with `-s`).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,6 +46,8 @@ RECOVERY_S = 30.0
 # on a loaded 2-core CI machine that alone can take most of a minute.
 REPLACED_S = 150.0
 ANSWER_TOKENS = 64  # the tiny model decodes fast: longer answers keep streams open at the fault
+# The migrated answer: long enough that its decode worker is still on it when found and killed.
+MIGRATED_TOKENS = 1500
 
 
 def burst_with_fault(
@@ -241,4 +245,87 @@ def test_beyond_max_inflight_is_429_with_retry_after(graph: RunningGraph, media_
     for refused in (r for r in responses if r.status_code == 429):
         assert refused.headers["retry-after"] == "1"
         assert refused.json()["error"]["type"] == "rate_limit_exceeded"
+    assert_no_leaks(graph)
+
+
+def stream_token_ids(
+    graph: RunningGraph,
+    body: dict[str, Any],
+    after_tokens: int = 0,
+    fault: Callable[[], None] | None = None,
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """A streamed answer's token ids and its events; `fault` runs once `after_tokens` came."""
+    ids: list[int] = []
+    events: list[dict[str, Any]] = []
+    with httpx.stream(
+        "POST", f"{graph.base_url}/v1/chat/completions", json=body, timeout=REQUEST_TIMEOUT_S
+    ) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            events.append(json.loads(line.removeprefix("data: ")))
+            for choice in events[-1].get("choices", []):
+                content = (choice.get("logprobs") or {}).get("content") or []
+                ids += [int(entry["token"].removeprefix("token_id:")) for entry in content]
+            if fault is not None and len(ids) >= after_tokens:
+                fault()
+                fault = None
+    return ids, events
+
+
+def test_a_decode_worker_killed_mid_stream_hands_the_stream_on(
+    graph: RunningGraph, media_dir: Path
+) -> None:
+    """kill -9 of the decode worker of a greedy stream: it goes on on the other, token for token.
+
+    The client sees one whole stream, no error, its tokens those of the same request
+    on the undisturbed graph; the Processors count one migration.
+    """
+    for component in ("DecodeWorker", "Processor"):
+        wait_whole(graph, component)
+    body = {
+        **chat_body(media_dir, 0, max_tokens=MIGRATED_TOKENS),
+        "logprobs": True,
+        "return_tokens_as_token_ids": True,
+        "stream_options": {"include_usage": True},
+    }
+    undisturbed, whole = stream_token_ids(graph, body)
+    migrations = sum(worker_stats(graph.base_url, "migrations").values())
+    killed: list[int] = []
+
+    def kill_its_decode_worker() -> None:
+        decoding = wait_until(
+            "a decode worker serving the stream",
+            lambda: [
+                i["pid"]
+                for i in instances(graph.base_url)["DecodeWorker"]
+                if worker_stats(graph.base_url, "inflight").get(("DecodeWorker", i["id"]), 0)
+            ],
+            30,
+        )
+        os.kill(decoding[0], signal.SIGKILL)
+        killed.append(decoding[0])
+
+    migrated, events = stream_token_ids(graph, body, after_tokens=4, fault=kill_its_decode_worker)
+
+    assert not [e for e in events if "error" in e], [e for e in events if "error" in e]
+    assert len(undisturbed) == MIGRATED_TOKENS and migrated == undisturbed
+    # Usage counts the whole answer once, and the prompt once (not with the tokens re-sent).
+    assert events[-1]["usage"] == whole[-1]["usage"]
+    assert whole[-1]["usage"]["completion_tokens"] == MIGRATED_TOKENS
+    wait_until(
+        "the migration counted",
+        lambda: sum(worker_stats(graph.base_url, "migrations").values()) == migrations + 1,
+        30,
+    )
+    wait_until(
+        "the killed DecodeWorker replaced",
+        lambda: (
+            killed[0] not in (now := pids(graph.base_url)["DecodeWorker"])
+            and len(now) == WORKERS["DecodeWorker"]
+        ),
+        REPLACED_S,
+    )
+    wait_whole(graph, "DecodeWorker")
     assert_no_leaks(graph)
