@@ -90,14 +90,16 @@ def test_abort_frees_the_slot_and_the_others_carry_on(engine, prompt, generate):
     assert engine.block_manager.used_block_ids == set()
 
 
+@pytest.mark.parametrize("engine", VARIANTS, indirect=True)
 @pytest.mark.parametrize(
     "sampling",
     [
         SamplingParams(temperature=0, max_tokens=14, ignore_eos=True),
-        SamplingParams(temperature=1.0, seed=7, max_tokens=14, ignore_eos=True),
-        SamplingParams(temperature=0, max_tokens=14, ignore_eos=True, repetition_penalty=1.3),
+        SamplingParams(
+            temperature=1.0, seed=7, max_tokens=14, ignore_eos=True, repetition_penalty=1.3
+        ),
     ],
-    ids=["greedy", "seeded", "penalized"],
+    ids=["greedy", "seeded-penalized"],
 )
 def test_a_resumed_request_continues_as_if_it_had_run_here(
     engine, videos, prompt, generate, sampling
