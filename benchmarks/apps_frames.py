@@ -6,7 +6,7 @@ described in one request, with one encode worker and with two, against the
 serverless pattern of one request per frame, sent one after another. Reports
 frames/s and writes benchmarks/results/apps_frames.json.
 
-    flock /work/tools/.heavy.lock .venv/bin/python -m benchmarks.apps_frames
+    .venv/bin/python -m benchmarks.apps_frames
 """
 
 from __future__ import annotations
