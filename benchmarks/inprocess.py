@@ -16,6 +16,7 @@ model workers use `cpu-threads` (1) each.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -31,6 +32,7 @@ from components.embedding_cache import (
 from components.encode_worker import EncodeWorkerConfig, MiB
 from components.processor import render_messages, sampling_options
 from engine import AsyncEngine, Engine, SamplingParams, resolve_model
+from engine.models import MediaEmbedding
 from media import MediaFetcher, MediaOptions, VideoSampling, decode_image, decode_video
 from protocol.openai import ChatCompletionRequest
 
@@ -85,7 +87,7 @@ class InProcess:
             record.input_tokens = step.prompt_tokens
         record.usage_output_tokens = tokens
 
-    async def _embed(self, url: str, modality: str, video_kwargs: dict | None):  # -> Tensor
+    async def _embed(self, url: str, modality: str, video_kwargs: dict | None) -> MediaEmbedding:
         """As the encode worker: one fetch + encode per (URL, sampling) in flight, then cached."""
         sampling = self.media.video_sampling(video_kwargs)
         tag = sampling_tag(modality, sampling)
@@ -96,7 +98,7 @@ class InProcess:
 
     async def _fetch_and_embed(
         self, url: str, modality: str, sampling: VideoSampling, tag: str
-    ):  # -> Tensor
+    ) -> MediaEmbedding:
         data = await self.fetcher.fetch(url)
         key = embedding_key(data, tag, self.model)
         if (cached := self.cache.get(key)) is not None:
@@ -105,7 +107,11 @@ class InProcess:
             decoded = await decode_video(data, sampling)
         else:
             decoded = await decode_image(data, self.media)
-        embeddings = await asyncio.to_thread(self.engine.encode_video, decoded.frames)
+        times = (  # Qwen3-VL writes each frame's time into the prompt, as the encode worker
+            [i / decoded.source_fps for i in decoded.frame_indices] if decoded.source_fps else None
+        )
+        encoded = await asyncio.to_thread(self.engine.encode, decoded.frames, modality, times)
+        embeddings = dataclasses.replace(encoded, content_hash=key)  # the prefix cache's name
         self.cache.put(key, embeddings)
         return embeddings
 
