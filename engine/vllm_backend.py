@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -258,8 +258,10 @@ class VllmEngine:
         sampling: SamplingParams,
     ) -> Prefilled:
         """Runs the prompt for a consumer elsewhere: the first token, the KV left for it to pull."""
-        params = _vllm_sampling(sampling, {"do_remote_decode": True})
-        params.max_tokens = 1
+        # vLLM refuses min_tokens over max_tokens: the first token alone keeps min_tokens' say
+        # on it (no EOS yet); the decode side holds the rest of the request to it.
+        first_only = replace(sampling, max_tokens=1, min_tokens=min(sampling.min_tokens, 1))
+        params = _vllm_sampling(first_only, {"do_remote_decode": True})
         prompt = _prompt(prompt_token_ids, video_embeddings)
         final: RequestOutput | None = None
         async for output in self.llm.generate(prompt, params, self._unique(request_id)):

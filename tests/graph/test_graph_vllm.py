@@ -25,6 +25,7 @@ from graph_helpers import (
     NUM_FRAMES,
     Reference,
     ask,
+    ask_model,
     data_url,
     token_ids,
     user_message,
@@ -126,6 +127,18 @@ def test_vllm_ran_no_vision_tower_and_the_kv_came_over_nixl(
     # the entry point. The decode side computed no video position: they came with the KV.
     assert worker_stat(graph, "DecodeWorker", "vllm_videos_from_embeddings") == 0
     assert worker_stat(graph, "EncodeWorker", "media_encoded") >= 1
+
+
+def test_min_tokens_holds_across_the_kv_handoff(
+    graph: RunningGraph, client: openai.OpenAI, video: Callable[[int], Path]
+) -> None:
+    """The prefill leg makes one token: vLLM refused the request's min_tokens there (a 500)."""
+    before = worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs")
+    messages = user_message("What happens?", [f"file://{video(4)}"])
+    answer = ask_model(client, "tiny", messages, MAX_TOKENS, extra_body={"min_tokens": MAX_TOKENS})
+
+    assert answer.usage.completion_tokens == MAX_TOKENS
+    assert worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs") == before + 1
 
 
 @pytest.mark.timeout(RESTARTED_S + 120)
