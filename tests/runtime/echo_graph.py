@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from runtime import Component, ComponentConfig, Context, ServiceError, endpoint
+from runtime import Client, Component, ComponentConfig, Context, ServiceError, endpoint
 
 
 class EchoConfig(ComponentConfig):
@@ -98,3 +99,14 @@ class Front(Component):
 
 
 graph = Front.link(Echo)
+
+
+async def echo_stats(client: Client) -> dict[str, float]:
+    """The one Echo instance's stats. A round it did not answer within `collect_stats`'
+    timeout (a fresh or busy worker on a loaded host) leaves it out: ask again."""
+    deadline = time.monotonic() + 60
+    while not (answers := await client.collect_stats()):
+        assert time.monotonic() < deadline, "the Echo instance's stats never came back"
+        await asyncio.sleep(0.05)
+    [stats] = answers.values()
+    return stats

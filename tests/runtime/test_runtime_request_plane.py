@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import zmq.asyncio
+from echo_graph import echo_stats
 
 from runtime import (
     Client,
@@ -29,21 +30,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def wait_for_stat(client: Client, name: str, value: float) -> dict[str, float]:
-    """Poll the only instance's stats until `name` reaches `value` (or fail after 60 s).
-
-    A round in which the instance did not answer within `collect_stats`' timeout
-    (a worker just started, on a loaded host) is left out of its answer: poll again.
-    """
+    """Poll the only instance's stats until `name` reaches `value` (or fail after 60 s)."""
     deadline = time.monotonic() + 60
-    stats: dict[str, float] = {}
-    while time.monotonic() < deadline:
-        answers = list((await client.collect_stats()).values())
-        if answers:
-            (stats,) = answers
-            if stats[name] == value:
-                return stats
+    while (stats := await echo_stats(client))[name] != value:
+        assert time.monotonic() < deadline, f"{name} stayed at {stats[name]}, expected {value}"
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{name} stayed at {stats.get(name)}, expected {value}: {stats}")
+    return stats
 
 
 async def test_one_request_streams_a_thousand_replies_in_order(echo: Client) -> None:
