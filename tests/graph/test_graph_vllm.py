@@ -138,7 +138,8 @@ def test_min_tokens_holds_across_the_kv_handoff(
     answer = ask_model(client, "tiny", messages, MAX_TOKENS, extra_body={"min_tokens": MAX_TOKENS})
 
     assert answer.usage.completion_tokens == MAX_TOKENS
-    assert worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs") == before + 1
+    # At least: a request lost before its first reply on a loaded host is sent again.
+    assert worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs") >= before + 1
 
 
 @pytest.mark.timeout(RESTARTED_S + 120)
