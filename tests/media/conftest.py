@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from media import MediaOptions
+from media.samples import add_reproducible_stream, reproducible_frame
 
 LEVEL_STEP = 6
 """Frame i of a generated video is a flat grey of level 6 * i, so its index can be read back."""
@@ -37,11 +38,14 @@ def _make_video(
     `gop` sets the keyframe interval; `pts_ms` gives each frame its own
     timestamp (variable frame rate); `marker`
     paints a red block in the top-left corner so orientation can be checked.
+    Encoded reproducibly: tests compare the frames of two encodes (a rotated and
+    a plain one), and x264's defaults made those differ now and then under load.
     """
     buffer = io.BytesIO()
     with av.open(buffer, "w", format=container) as output:
-        stream = output.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        stream = add_reproducible_stream(
+            output, codec, rate=fps, width=width, height=height, pix_fmt=pix_fmt
+        )
         if gop is not None:
             stream.gop_size = gop
         if rotation is not None:
@@ -53,7 +57,7 @@ def _make_video(
             pixels = np.full((height, width, 3), LEVEL_STEP * i, dtype=np.uint8)
             if marker:
                 pixels[: height // 3, : width // 3] = (255, 0, 0)
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame = reproducible_frame(pixels, stream, i)
             if pts_ms is not None:
                 frame.pts, frame.time_base = pts_ms[i], Fraction(1, 1000)
             output.mux(stream.encode(frame))
