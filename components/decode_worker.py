@@ -57,6 +57,8 @@ from protocol.messages import (
 from runtime import Component, Context, NoInstances, WorkerLost, endpoint
 
 if TYPE_CHECKING:
+    import torch
+
     from engine import AsyncEngine, SamplingParams, StepOutput
     from engine.vllm_backend import VllmEngine
 
@@ -168,7 +170,7 @@ class DecodeWorker(Component):
         self, req: GenerateRequest, sampling: SamplingParams, ctx: Context
     ) -> AsyncIterator[TokenOutput]:
         from engine import SequenceKV
-        from transport import RdmaMetadata
+        from transport import TransferError
 
         assert self.prefills is not None
         prefill = PrefillRequest(**req.model_dump())
@@ -183,29 +185,25 @@ class DecodeWorker(Component):
                             reply = item
             else:
                 reply = await self.prefill_on_worker(prefill, ctx, None)
-        except (WorkerLost, NoInstances) as error:
-            # No prefill worker answered (it died, or left): no token was produced
-            # yet, so prefilling here costs time but loses nothing. (Stages already
-            # reported come again; the frontend keeps the furthest one.)
+            if (reply.kv is None) != (self.config.engine == "vllm") and reply.finish_reason is None:
+                raise ServiceError(
+                    "the prefill and decode workers run different engines; give both `engine: "
+                    f"{self.config.engine}`"
+                )
+            kv = None if self.config.engine == "vllm" else await self.read_kv(reply)
+        except (WorkerLost, NoInstances, TransferError) as error:
+            # No prefill worker answered, or it died before we read its KV: no token
+            # was sent yet, so prefilling here costs time but loses nothing. (Stages
+            # already reported come again; the frontend keeps the furthest one.)
             log.warning("remote prefill of %s failed (%s); prefilling here", req.request_id, error)
             self.counts["prefill_fallbacks"] += 1
             async for output in self.local_prefill_then_decode(req, sampling, ctx):
                 yield output
             return
-        if (reply.kv is None) != (self.config.engine == "vllm") and reply.finish_reason is None:
-            raise ServiceError(
-                "the prefill and decode workers run different engines; give both `engine: "
-                f"{self.config.engine}`"
-            )
-        if self.config.engine == "vllm":
+        if kv is None:
             async for output in self.decode_in_vllm(req, sampling, reply, ctx):
                 yield output
             return
-        # Read the KV before answering, even when the first token is the last:
-        # reading is what tells the prefill worker it may free the buffer.
-        with self.times.time("kv_transfer"):
-            [kv] = await self.transport.read(RdmaMetadata.from_dict(reply.kv))
-        self.counts["kv_bytes_read"] += kv.numel() * kv.element_size()
         yield first_token_output(reply, sampling)
         if reply.finish_reason is not None:
             return
@@ -218,6 +216,20 @@ class DecodeWorker(Component):
         )
         async for step in steps:
             yield token_output(step, sampling)
+
+    async def read_kv(self, reply: PrefillResponse) -> torch.Tensor:
+        """The prompt's KV, read from the prefill worker's memory.
+
+        Read before answering, even when the first token is the last: reading is
+        what tells the prefill worker it may free the buffer.
+        """
+        from transport import RdmaMetadata
+
+        assert reply.kv is not None
+        with self.times.time("kv_transfer"):
+            [kv] = await self.transport.read(RdmaMetadata.from_dict(reply.kv))
+        self.counts["kv_bytes_read"] += kv.numel() * kv.element_size()
+        return kv
 
     async def prefill_on_worker(
         self, prefill: PrefillRequest, ctx: Context, report: Report | None
