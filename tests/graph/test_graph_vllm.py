@@ -30,6 +30,7 @@ from graph_helpers import (
     token_ids,
     user_message,
     worker_stat,
+    worker_stats,
 )
 
 from components.model_worker import VLLM_PYTHON, VLLM_PYTHON_ENV
@@ -113,10 +114,10 @@ def test_different_videos_give_different_tokens(
 def test_vllm_ran_no_vision_tower_and_the_kv_came_over_nixl(
     graph: RunningGraph, client: openai.OpenAI, video: Callable[[int], Path]
 ) -> None:
-    before = worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs")
-    ask(client, user_message("Count the frames.", [f"file://{video(7)}"]))
+    through_the_kv_handoff(
+        graph, lambda: ask(client, user_message("Count the frames.", [f"file://{video(7)}"]))
+    )
 
-    assert worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs") == before + 1
     assert worker_stat(graph, "PrefillWorker", "prefills") >= 1
     wait_for_stat(graph, "PrefillWorker", "vllm_videos_from_embeddings")
     kv_reads = wait_for_stat(graph, "DecodeWorker", "vllm_kv_transfers")
@@ -133,13 +134,15 @@ def test_min_tokens_holds_across_the_kv_handoff(
     graph: RunningGraph, client: openai.OpenAI, video: Callable[[int], Path]
 ) -> None:
     """The prefill leg makes one token: vLLM refused the request's min_tokens there (a 500)."""
-    before = worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs")
     messages = user_message("What happens?", [f"file://{video(4)}"])
-    answer = ask_model(client, "tiny", messages, MAX_TOKENS, extra_body={"min_tokens": MAX_TOKENS})
+    answer = through_the_kv_handoff(
+        graph,
+        lambda: ask_model(
+            client, "tiny", messages, MAX_TOKENS, extra_body={"min_tokens": MAX_TOKENS}
+        ),
+    )
 
     assert answer.usage.completion_tokens == MAX_TOKENS
-    # At least: a request lost before its first reply on a loaded host is sent again.
-    assert worker_stat(graph, "DecodeWorker", "vllm_kv_handoffs") >= before + 1
 
 
 @pytest.mark.timeout(RESTARTED_S + 120)
@@ -191,3 +194,37 @@ def wait_for(what: str, probe: Callable[[], T], timeout_s: float = RESTARTED_S) 
 def wait_for_stat(graph: RunningGraph, component: str, stat: str) -> float:
     """The workers refresh vLLM's counters every second: wait for a non-zero one."""
     return wait_for(f"{component} {stat} > 0", lambda: worker_stat(graph, component, stat), 30)
+
+
+PREFILL_PATHS = ("vllm_kv_handoffs", "local_prefills", "prefill_fallbacks")
+"""The decode worker's counts of where each request's prompt was prefilled."""
+
+
+def prefill_paths(graph: RunningGraph) -> dict[str, float]:
+    """`PREFILL_PATHS` of the decode worker, once a /metrics round includes it."""
+
+    def read() -> dict[str, float] | None:
+        found = {stat: worker_stats(graph, "DecodeWorker", stat) for stat in PREFILL_PATHS}
+        return {k: sum(v.values()) for k, v in found.items()} if all(found.values()) else None
+
+    return wait_for("the DecodeWorker's stats in /metrics", read, 30)
+
+
+def through_the_kv_handoff(graph: RunningGraph, send: Callable[[], T], tries: int = 3) -> T:
+    """`send()`'s answer, from a try whose KV the decode worker's vLLM pulled from prefill's.
+
+    The decode worker prefills a prompt itself when it finds no prefill worker
+    listed or answering; CI saw video requests take that path on a loaded host.
+    Such an answer is right (the exactness tests check its tokens) but shows no
+    handoff, so the request is sent again; no handoff in `tries` fails, with the paths taken.
+    """
+    taken = []
+    for _ in range(tries):
+        before = prefill_paths(graph)
+        answer = send()
+        after = prefill_paths(graph)
+        moved = {stat: after[stat] - before[stat] for stat in PREFILL_PATHS}
+        if moved["vllm_kv_handoffs"] >= 1:  # a request lost before its first reply runs twice
+            return answer
+        taken.append(moved)
+    pytest.fail(f"no try of {tries} went through the KV handoff; each try's paths: {taken}")
