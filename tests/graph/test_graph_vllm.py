@@ -47,7 +47,9 @@ RESTARTED_S = 600.0  # a replacement vLLM worker imports vLLM in three processes
 
 
 @pytest.fixture(scope="module")
-def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
+def graph(
+    model_dir: Path, media_dir: Path, video: Callable[[int], Path], tmp_path_factory
+) -> Iterator[RunningGraph]:
     with serve_graph(
         "graphs.disagg",
         ROOT / "configs" / "disagg-vllm.yaml",
@@ -55,7 +57,32 @@ def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[Runnin
         log_path=tmp_path_factory.mktemp("disagg-vllm") / "serve.log",
         startup_timeout_s=RESTARTED_S,
     ) as running:
+        warm_up(running, video(0))
         yield running
+
+
+def warm_up(graph: RunningGraph, video: Path) -> None:
+    """A video request through the KV handoff, then the graph whole again, before any test.
+
+    On this 2-core machine the graph has frozen for about 20 s (every process,
+    etcd's clients included: leases lapsed, workers registered again) during
+    video requests: twice in a row on the first ones (the first NIXL reads of both
+    vLLMs and of our agents) right after `make install-vllm`, once later in a run,
+    and not at all in three other runs. The cause is not found; the tests start
+    from a graph that has made its first handoff, and `through_the_kv_handoff` asks again.
+    """
+    body = {
+        "model": "tiny",
+        "messages": user_message("Warm up.", [f"file://{video}"]),
+        "max_tokens": 2,
+    }
+
+    def handed_off() -> bool:
+        reply = httpx.post(f"{graph.base_url}/v1/chat/completions", json=body, timeout=RESTARTED_S)
+        return reply.status_code == 200 and prefill_paths(graph)["vllm_kv_handoffs"] >= 1
+
+    wait_for("a warm-up video request through the KV handoff", handed_off)
+    wait_for("the graph whole", lambda: httpx.get(f"{graph.base_url}/health").status_code == 200)
 
 
 @pytest.fixture(scope="module")
