@@ -96,6 +96,7 @@ class DecodeWorker(Component):
         self.prefills = self.client("PrefillWorker") if self.config.remote_prefill else None
         self.counts = {
             "local_prefills": 0,
+            "local_prefill_media": 0,  # videos and images in the prompts prefilled here
             "remote_prefills": 0,
             "prefill_fallbacks": 0,
             "kv_bytes_read": 0,
@@ -156,6 +157,7 @@ class DecodeWorker(Component):
         check_prompt_fits(
             req.prompt_token_ids + req.generated_token_ids, embeddings, self.config.max_model_len
         )
+        self.counts["local_prefill_media"] += len(embeddings)
         # The engine keys sequences by this call's own id: `req.request_id` comes from
         # the client, and a retried request may reach us while its first try still runs.
         generated = req.generated_token_ids

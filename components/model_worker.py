@@ -123,15 +123,18 @@ async def load_vllm_engine(
     """Starts vLLM (a minute on a small CPU) in a thread, so the etcd lease stays alive.
 
     On CPU each worker's vLLM gets `cpu-threads` threads and no core pinning,
-    since several workers share the host's cores, and `enforce-eager` means no
-    torch.compile at all. A KV producer's NIXL side
-    channel listens on a free port of the address other hosts reach us at.
+    since several workers share the host's cores, its NIXL progress thread rests
+    between polls, and `enforce-eager` means no torch.compile at all. A KV
+    producer's NIXL side channel listens on a free port of the address other
+    hosts reach us at.
     """
     from engine import resolve_model
-    from engine.vllm_backend import VllmEngine
+    from engine.vllm_backend import NIXL_PROGRESS_DELAY_ENV, VllmEngine
 
     if config.device == "cpu":
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        # vLLM's NIXL progress thread would poll nonstop, a core per worker.
+        os.environ.setdefault(NIXL_PROGRESS_DELAY_ENV, "500")
         os.environ.setdefault("OMP_NUM_THREADS", str(config.cpu_threads))
         if config.vllm_args.get("enforce-eager") or config.vllm_args.get("enforce_eager"):
             # enforce-eager leaves vLLM's own torch.compile'd helpers (the sampler's

@@ -28,6 +28,7 @@ import asyncio
 import itertools
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -61,6 +62,7 @@ KVRole = Literal["producer", "consumer"]
 
 
 OWNER_ENV = "VIDGRAPH_VLLM_OWNER"  # the pid of the vidgraph worker that started this vLLM
+NIXL_PROGRESS_DELAY_ENV = "VIDGRAPH_NIXL_PROGRESS_DELAY_US"  # see _pace_nixl_progress_thread
 _watching = False
 
 
@@ -76,10 +78,41 @@ def register() -> None:
     global _watching
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         ModelRegistry.register_model(ARCHITECTURE, f"{__name__}:VidgraphLlavaNextVideo")
+    if os.environ.get(NIXL_PROGRESS_DELAY_ENV):
+        _pace_nixl_progress_thread(int(os.environ[NIXL_PROGRESS_DELAY_ENV]))
     owner = os.environ.get(OWNER_ENV)
     if owner and os.getppid() == int(owner) and not _watching:
         _watching = True
         threading.Thread(target=_exit_with, args=(int(owner),), daemon=True).start()
+
+
+def _pace_nixl_progress_thread(delay_us: int) -> None:
+    """NIXL agents made in this process rest `delay_us` between idle rounds of progress.
+
+    vLLM's NixlConnector starts its agent with a progress thread, and NIXL's Python
+    API fixes that thread's rest at 0: it polls UCX nonstop, a whole core per vLLM
+    worker even with nothing to move (measured here: 2 cores for two idle agents;
+    0.05 with a rest of 100-1,000 us, a 4 MB read as fast). Two vLLM workers on a
+    2-core host left the rest of the graph so little CPU that etcd leases lapsed.
+    The thread must stay, though: it alone progresses an idle producer, whose KV a
+    consumer is reading. So the agent's config gets a rest before NIXL builds it.
+    """
+    from vllm.distributed import nixl_utils
+
+    wrapper = nixl_utils.NixlWrapper  # imports vLLM's choice of NIXL (None: not installed)
+    if wrapper is None:
+        return
+    bindings = sys.modules[wrapper.__module__].nixlBind
+    make_agent = bindings.nixlAgent
+    if getattr(make_agent, "paced", False):
+        return
+
+    def paced_agent(name: str, config: Any) -> Any:
+        config.pthrDelay = delay_us
+        return make_agent(name, config)
+
+    paced_agent.paced = True  # type: ignore[attr-defined]
+    bindings.nixlAgent = paced_agent
 
 
 def _exit_with(owner: int) -> None:
@@ -179,6 +212,7 @@ class VllmEngine:
         self.num_running = 0
         self._ids = itertools.count()
         self._counts: dict[str, int] = {}
+        self._ended = False  # a request ended since `watch()` last read the counters
 
     @classmethod
     def start(
@@ -249,6 +283,7 @@ class VllmEngine:
                     yield step
         finally:
             self.num_running -= 1
+            self._ended = True
 
     async def prefill(
         self,
@@ -264,8 +299,11 @@ class VllmEngine:
         params = _vllm_sampling(first_only, {"do_remote_decode": True})
         prompt = _prompt(prompt_token_ids, video_embeddings)
         final: RequestOutput | None = None
-        async for output in self.llm.generate(prompt, params, self._unique(request_id)):
-            final = output
+        try:
+            async for output in self.llm.generate(prompt, params, self._unique(request_id)):
+                final = output
+        finally:
+            self._ended = True
         assert final is not None and final.outputs[0].token_ids, "vLLM produced no first token"
         [first] = _steps(final, sampling)
         if first.finish_reason == "length" and sampling.max_tokens > 1:
@@ -277,9 +315,18 @@ class VllmEngine:
         return {f"vllm_{key}": float(value) for key, value in self._counts.items()}
 
     async def watch(self, every_s: float = 1.0) -> None:
-        """Refreshes `stats()` forever; raises once vLLM's engine process is dead."""
+        """Refreshes `stats()` after requests end; raises once vLLM's engine process is dead.
+
+        Not on a timer: every `collective_rpc` wakes vLLM's worker processes, which
+        then spin (sched_yield) for a second awaiting the next message, so reading
+        the counters every second kept them spinning for good, a core each.
+        """
         while True:
-            self._counts = await self.counts()
+            if self.llm.errored:
+                raise self.llm.dead_error
+            if self._ended:
+                self._ended = False
+                self._counts = await self.counts()
             await asyncio.sleep(every_s)
 
     async def counts(self) -> dict[str, int]:

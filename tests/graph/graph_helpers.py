@@ -124,11 +124,15 @@ def ask(client: openai.OpenAI, messages: list[dict], **kwargs) -> openai.types.c
 
 def worker_stats(graph: RunningGraph, component: str, stat: str) -> dict[str, float]:
     """One worker stat of each of a component's instances, from /metrics."""
-    body = httpx.get(f"{graph.base_url}/metrics").text
+    return stats_in(httpx.get(f"{graph.base_url}/metrics").text, component, stat)
+
+
+def stats_in(metrics: str, component: str, stat: str) -> dict[str, float]:
+    """One worker stat of each of a component's instances in a /metrics body."""
     pattern = (
         rf'^vidgraph_worker_stat{{component="{component}",instance="([^"]+)",stat="{stat}"}} (\S+)$'
     )
-    return {i: float(v) for i, v in re.findall(pattern, body, flags=re.M)}
+    return {i: float(v) for i, v in re.findall(pattern, metrics, flags=re.M)}
 
 
 def worker_stat(graph: RunningGraph, component: str, stat: str) -> float:
