@@ -1,13 +1,14 @@
 """Video generation through the graph, next to `WanPipeline` called in-process.
 
-    python -m benchmarks.videogen [--repeats 5] [--jobs 12] [--steps 20]
+    python -m benchmarks.videogen [--repeats 15] [--jobs 12] [--steps 20]
 
 One invocation, the same tiny Wan, the same job (64x64, 17 frames, `--steps`
 denoising steps, chosen so one job takes over a second on one core):
 
 - seconds per job: `/v1/videos/generations` on a graph with one worker,
   interleaved with `WanPipeline` + the same MP4 encode in this process (on
-  one thread, as a worker runs it), `--repeats` each;
+  one thread, as a worker runs it), `--repeats` each (the same call varies by
+  ~15 % between repeats on a shared 2-core host: a few repeats decide nothing);
 - jobs per minute at concurrency 4 through `POST /v1/videos` + polling, with
   one worker and then with two.
 
@@ -127,7 +128,7 @@ def git(*args: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--jobs", type=int, default=12)
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
