@@ -175,11 +175,34 @@ def test_min_tokens_holds_across_the_kv_handoff(
     assert answer.usage.completion_tokens == MAX_TOKENS
 
 
+def vllm_engine_process(worker: int) -> int:
+    """The pid of the vLLM engine process a worker started (its child, named by vLLM)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") :]
+        if name.startswith("VLLM::EngineCor") and int(fields.split()[2]) == worker:
+            return int(entry.name)
+    raise AssertionError(f"worker {worker} has no vLLM engine process")
+
+
+KILLED = {"the decode worker": lambda worker: worker, "its vLLM engine": vllm_engine_process}
+
+
 @pytest.mark.timeout(RESTARTED_S + 120)
-def test_killing_the_vllm_decode_worker_mid_stream_is_a_clean_error_and_the_graph_recovers(
-    graph: RunningGraph, client: openai.OpenAI, reference: Reference, video: Callable[[int], Path]
+@pytest.mark.parametrize("killed", KILLED)
+def test_killing_the_vllm_decode_side_mid_stream_is_a_clean_error_and_the_graph_recovers(
+    killed: str,
+    graph: RunningGraph,
+    client: openai.OpenAI,
+    reference: Reference,
+    video: Callable[[int], Path],
 ) -> None:
+    """A dead vLLM engine stops its worker too (`VllmEngine.watch`), so a fresh one serves."""
     [victim] = [i["pid"] for i in instances(graph)["DecodeWorker"]]
+    target = KILLED[killed](victim)
     body = {
         "model": "tiny",
         "messages": user_message("Tell a long story.", [f"file://{video(8)}"]),
@@ -195,7 +218,7 @@ def test_killing_the_vllm_decode_worker_mid_stream_is_a_clean_error_and_the_grap
                 continue
             events.append(json.loads(line.removeprefix("data: ")))
             if len(events) == 3:
-                os.kill(victim, signal.SIGKILL)
+                os.kill(target, signal.SIGKILL)
     assert "error" in events[-1], events[-1]
     assert not any("error" in e for e in events[:3])
 
