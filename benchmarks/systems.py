@@ -93,16 +93,22 @@ def stage_means(before: dict, after: dict) -> dict[str, dict[str, float]]:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (children first, then theirs)."""
+    """Every live process below `pid` (children first, then theirs).
+
+    /proc lists a child under the thread that started it, so every thread is read:
+    a worker starts vLLM's engine process from a worker thread, not its main one.
+    """
     found, queue = [], [pid]
     while queue:
         parent = queue.pop(0)
-        try:
-            children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        except FileNotFoundError:
-            continue
-        found += map(int, children)
-        queue += map(int, children)
+        children = []
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children += map(int, (task / "children").read_text().split())
+            except FileNotFoundError:
+                continue
+        found += children
+        queue += children
     return found
 
 
