@@ -33,6 +33,7 @@ from graph_helpers import (
     worker_stat,
 )
 
+from benchmarks.systems import descendants, process_name
 from components.model_worker import VLLM_PYTHON, VLLM_PYTHON_ENV
 from engine import Engine, SamplingParams
 from graphs.serve import ROOT, RunningGraph, serve_graph
@@ -176,16 +177,10 @@ def test_min_tokens_holds_across_the_kv_handoff(
 
 
 def vllm_engine_process(worker: int) -> int:
-    """The pid of the vLLM engine process a worker started (its child, named by vLLM)."""
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-        except (OSError, ValueError):
-            continue
-        name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") :]
-        if name.startswith("VLLM::EngineCor") and int(fields.split()[2]) == worker:
-            return int(entry.name)
-    raise AssertionError(f"worker {worker} has no vLLM engine process")
+    """The pid of the vLLM engine process a worker started (named by vLLM)."""
+    engines = [p for p in descendants(worker) if process_name(p) == "VLLM::EngineCor"]
+    assert len(engines) == 1, f"worker {worker}'s vLLM engine processes: {engines}"
+    return engines[0]
 
 
 KILLED = {"the decode worker": lambda worker: worker, "its vLLM engine": vllm_engine_process}
