@@ -196,10 +196,21 @@ class Discovery:
             await self._come_back_until_done()
 
     async def _put(self, component: str, endpoints: tuple[str, ...], info: bytes) -> None:
+        """Write one key per endpoint in a single transaction.
+
+        One revision for all of them, so a watcher never sees the instance with
+        only some of its endpoints (and routes nothing it should to it meanwhile).
+        """
         prefix = component_prefix(self.namespace, component)
-        for endpoint in endpoints:
-            key = f"{prefix}{endpoint}/{self.instance_id}"
-            await self._client.put(key.encode(), info, lease=self._lease)
+        puts = self._client.transactions
+        await self._client.transaction(
+            compare=[],
+            success=[
+                puts.put(f"{prefix}{endpoint}/{self.instance_id}".encode(), info, lease=self._lease)
+                for endpoint in endpoints
+            ],
+            failure=[],
+        )
 
     def watch(
         self, component: str, on_vanish: Callable[[Instance], None] | None = None
