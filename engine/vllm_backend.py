@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -322,12 +322,30 @@ class VllmEngine:
         the counters every second kept them spinning for good, a core each.
         """
         while True:
-            if self.llm.errored:
-                raise self.llm.dead_error
             if self._ended:
                 self._ended = False
-                self._counts = await self.counts()
+                self._counts = await self._unless_dead(self.counts(), every_s)
+            if self.llm.errored:
+                raise self.llm.dead_error
             await asyncio.sleep(every_s)
+
+    async def _unless_dead(
+        self, call: Coroutine[Any, Any, dict[str, int]], every_s: float
+    ) -> dict[str, int]:
+        """`call`'s result, or vLLM's error if its engine process dies first.
+
+        An RPC to an engine that died meanwhile never returns, so waiting on it
+        alone would keep this worker registered, and taking requests, for good.
+        """
+        task = asyncio.ensure_future(call)
+        try:
+            while not task.done():
+                if self.llm.errored:
+                    raise self.llm.dead_error
+                await asyncio.wait([task], timeout=every_s)
+            return task.result()
+        finally:
+            task.cancel()
 
     async def counts(self) -> dict[str, int]:
         """The model's counters, summed over vLLM's workers (they live in its engine process)."""

@@ -33,6 +33,7 @@ from graph_helpers import (
     worker_stat,
 )
 
+from benchmarks.systems import descendants, process_name
 from components.model_worker import VLLM_PYTHON, VLLM_PYTHON_ENV
 from engine import Engine, SamplingParams
 from graphs.serve import ROOT, RunningGraph, serve_graph
@@ -175,11 +176,28 @@ def test_min_tokens_holds_across_the_kv_handoff(
     assert answer.usage.completion_tokens == MAX_TOKENS
 
 
+def vllm_engine_process(worker: int) -> int:
+    """The pid of the vLLM engine process a worker started (named by vLLM)."""
+    engines = [p for p in descendants(worker) if process_name(p) == "VLLM::EngineCor"]
+    assert len(engines) == 1, f"worker {worker}'s vLLM engine processes: {engines}"
+    return engines[0]
+
+
+KILLED = {"the decode worker": lambda worker: worker, "its vLLM engine": vllm_engine_process}
+
+
 @pytest.mark.timeout(RESTARTED_S + 120)
-def test_killing_the_vllm_decode_worker_mid_stream_is_a_clean_error_and_the_graph_recovers(
-    graph: RunningGraph, client: openai.OpenAI, reference: Reference, video: Callable[[int], Path]
+@pytest.mark.parametrize("killed", KILLED)
+def test_killing_the_vllm_decode_side_mid_stream_is_a_clean_error_and_the_graph_recovers(
+    killed: str,
+    graph: RunningGraph,
+    client: openai.OpenAI,
+    reference: Reference,
+    video: Callable[[int], Path],
 ) -> None:
+    """A dead vLLM engine stops its worker too (`VllmEngine.watch`), so a fresh one serves."""
     [victim] = [i["pid"] for i in instances(graph)["DecodeWorker"]]
+    target = KILLED[killed](victim)
     body = {
         "model": "tiny",
         "messages": user_message("Tell a long story.", [f"file://{video(8)}"]),
@@ -195,7 +213,7 @@ def test_killing_the_vllm_decode_worker_mid_stream_is_a_clean_error_and_the_grap
                 continue
             events.append(json.loads(line.removeprefix("data: ")))
             if len(events) == 3:
-                os.kill(victim, signal.SIGKILL)
+                os.kill(target, signal.SIGKILL)
     assert "error" in events[-1], events[-1]
     assert not any("error" in e for e in events[:3])
 
