@@ -62,8 +62,13 @@ class PagedAttention:
             self.decode_lens = torch.tensor(
                 [s.context_len for s in decodes], dtype=torch.int32, device=device
             )
+            self.decode_blocks = self.decode_tables.long()
             span = torch.arange(width * size, device=device)
-            self.decode_mask = (span[None, :] < self.decode_lens[:, None])[:, None, None, :]
+            # Additive (0 or -inf), built once per forward: a boolean mask is
+            # converted again in every layer.
+            beyond = (span[None, :] >= self.decode_lens[:, None])[:, None, None, :]
+            self.decode_mask = torch.zeros(beyond.shape, dtype=cache.data.dtype, device=device)
+            self.decode_mask.masked_fill_(beyond, float("-inf"))
 
     def __call__(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
@@ -74,17 +79,16 @@ class PagedAttention:
         v_cache.view(-1, heads, dim).index_copy_(0, self.slots, v.to(v_cache.dtype))
         out = torch.empty_like(q)
         if len(self.decode_rows):
-            out[self.decode_rows] = self._decode(q[self.decode_rows], k_cache, v_cache, scale)
+            out[self.decode_rows] = self._decode(layer, q[self.decode_rows], scale)
         for s in self.prefills:
             rows = slice(s.query_start, s.query_start + s.query_len)
-            out[rows] = self._prefill(q[rows], s, k_cache, v_cache, scale)
+            out[rows] = self._prefill(layer, q[rows], s, scale)
         return out
 
-    def _decode(
-        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, scale: float
-    ) -> torch.Tensor:
+    def _decode(self, layer: int, q: torch.Tensor, scale: float) -> torch.Tensor:
         """q [B, heads, dim], one token per sequence -> [B, heads, dim]."""
         if self.flash:
+            k_cache, v_cache = self.cache.layer(layer)
             return flash_attn_with_kvcache(
                 q[:, None],
                 k_cache,
@@ -94,32 +98,26 @@ class PagedAttention:
                 softmax_scale=scale,
                 causal=True,
             )[:, 0]
-        keys = k_cache[self.decode_tables].flatten(1, 2).transpose(1, 2)  # [B, kv_heads, S, dim]
-        values = v_cache[self.decode_tables].flatten(1, 2).transpose(1, 2)
+        kv = self.cache.gather(layer, self.decode_blocks).flatten(2, 3)  # [2, B, S, kv_heads, dim]
+        keys, values = kv.transpose(2, 3)  # each [B, kv_heads, S, dim]
         return _sdpa(q[:, :, None], keys, values, scale, self.decode_mask)[:, :, 0]
 
-    def _prefill(
-        self,
-        q: torch.Tensor,
-        s: SeqSlice,
-        k_cache: torch.Tensor,
-        v_cache: torch.Tensor,
-        scale: float,
-    ) -> torch.Tensor:
+    def _prefill(self, layer: int, q: torch.Tensor, s: SeqSlice, scale: float) -> torch.Tensor:
         """q [n, heads, dim] of one sequence's chunk, attending to its whole context."""
-        table = torch.tensor(s.block_table, dtype=torch.int32, device=q.device)
         if self.flash:
+            k_cache, v_cache = self.cache.layer(layer)
             return flash_attn_with_kvcache(
                 q[None],
                 k_cache,
                 v_cache,
                 cache_seqlens=torch.tensor([s.context_len], dtype=torch.int32, device=q.device),
-                block_table=table[None],
+                block_table=torch.tensor([s.block_table], dtype=torch.int32, device=q.device),
                 softmax_scale=scale,
                 causal=True,
             )[0]
-        keys = k_cache[table].flatten(0, 1)[: s.context_len].transpose(0, 1)[None]
-        values = v_cache[table].flatten(0, 1)[: s.context_len].transpose(0, 1)[None]
+        blocks = torch.tensor(s.block_table, device=q.device)
+        kv = self.cache.gather(layer, blocks).flatten(1, 2)[:, : s.context_len]
+        keys, values = kv.transpose(1, 2)[:, None]  # each [1, kv_heads, context, dim]
         mask = None  # a whole prompt at once: plain causal
         if s.context_len != s.query_len:
             first = s.context_len - s.query_len  # the chunk's first position

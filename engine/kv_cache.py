@@ -66,6 +66,16 @@ class KVCache:
         """Keys and values of one layer, each [num_blocks, block_size, num_kv_heads, head_dim]."""
         return self.data[layer, 0], self.data[layer, 1]
 
+    def gather(self, layer: int, blocks: torch.Tensor) -> torch.Tensor:
+        """Keys and values of one layer's `blocks` (int64, any shape), in one copy.
+
+        Shape [2, *blocks.shape, block_size, num_kv_heads, head_dim]. One
+        `index_select` for both halves: on CPU it is about twice as fast as
+        indexing keys and values apart with an int32 table.
+        """
+        picked = self.data[layer].index_select(1, blocks.flatten())
+        return picked.view(2, *blocks.shape, *self.data.shape[-3:])
+
     def check_fits(self, kv: SequenceKV) -> None:
         """Refuses, before it is queued, a KV from another model."""
         spec = self.spec
