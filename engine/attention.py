@@ -55,6 +55,8 @@ class PagedAttention:
         self.flash = (
             flash_attn_with_kvcache is not None and device.type == "cuda" and size % 256 == 0
         )
+        # By where each chunk starts in the batch (unique within a forward).
+        self.chunks = {} if self.flash else {s.query_start: self._chunk(s) for s in self.prefills}
         if decodes:
             width = max(len(s.block_table) for s in decodes)
             tables = [s.block_table + [0] * (width - len(s.block_table)) for s in decodes]
@@ -115,15 +117,26 @@ class PagedAttention:
                 softmax_scale=scale,
                 causal=True,
             )[0]
-        blocks = torch.tensor(s.block_table, device=q.device)
+        blocks, mask = self.chunks[s.query_start]
         kv = self.cache.gather(layer, blocks).flatten(1, 2)[:, : s.context_len]
         keys, values = kv.transpose(1, 2)[:, None]  # each [1, kv_heads, context, dim]
-        mask = None  # a whole prompt at once: plain causal
-        if s.context_len != s.query_len:
-            first = s.context_len - s.query_len  # the chunk's first position
-            rows = torch.arange(s.query_len, device=q.device)[:, None] + first
-            mask = torch.arange(s.context_len, device=q.device)[None, :] <= rows
         return _sdpa(q.transpose(0, 1)[None], keys, values, scale, mask)[0].transpose(0, 1)
+
+    def _chunk(self, s: SeqSlice) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A prefill chunk's blocks and additive mask, once per forward rather than per layer.
+
+        No mask for a whole prompt at once (plain causal); a later chunk's queries
+        sit at the end of its context ("bottom-right" causal).
+        """
+        device = self.cache.data.device
+        blocks = torch.tensor(s.block_table, device=device)
+        if s.context_len == s.query_len:
+            return blocks, None
+        first = s.context_len - s.query_len  # the chunk's first position
+        rows = torch.arange(s.query_len, device=device)[:, None] + first
+        beyond = torch.arange(s.context_len, device=device)[None, :] > rows
+        mask = torch.zeros(beyond.shape, dtype=self.cache.data.dtype, device=device)
+        return blocks, mask.masked_fill_(beyond, float("-inf"))
 
 
 def _sdpa(
