@@ -26,6 +26,7 @@ as precomputed video embeddings, and a remote prefill hands back vLLM's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -238,12 +239,16 @@ class DecodeWorker(Component):
     ) -> PrefillResponse:
         """A prefill worker's reply; given a `report`, its stage reports before it go there."""
         assert self.prefills is not None
+        # The same video to the prefill worker whose prefix cache holds it (cache-aware).
+        route_key = await asyncio.to_thread(prefill.media_key)
         if report is None:
             answer = await self.prefills.call(
-                "prefill", prefill.model_dump(), deadline_s=ctx.time_left()
+                "prefill", prefill.model_dump(), deadline_s=ctx.time_left(), route_key=route_key
             )
             return PrefillResponse.model_validate(answer)
-        replies = self.prefills.stream("prefill", prefill.model_dump(), deadline_s=ctx.time_left())
+        replies = self.prefills.stream(
+            "prefill", prefill.model_dump(), deadline_s=ctx.time_left(), route_key=route_key
+        )
         return await answer_after(replies, PrefillResponse, report, "the prefill worker")
 
     async def decode_in_vllm(

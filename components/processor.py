@@ -253,11 +253,14 @@ class Processor(Component):
             include_stop=body.include_stop_str_in_output,
         )
         progress = Progress()
+        # KV-aware routing: a conversation about the same video goes back to the decode
+        # worker whose prefix cache holds its KV (with `router: cache-aware`).
+        route_key = await asyncio.to_thread(generate.media_key)
         for migration in range(self.config.migration_limit + 1):
             progress.replied = False
             resend = generate.model_copy(update={"generated_token_ids": progress.token_ids})
             replies = self.decoders.stream(
-                "generate", resend.model_dump(), deadline_s=ctx.time_left()
+                "generate", resend.model_dump(), deadline_s=ctx.time_left(), route_key=route_key
             )
             try:
                 async for output in self.outputs(body, index, replies, detokenizer, progress):

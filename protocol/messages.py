@@ -133,6 +133,10 @@ class GenerateRequest(BaseModel):
     # generated tokens) and streams the tokens after them; max_tokens still counts them.
     generated_token_ids: list[int] = Field(default_factory=list)
 
+    def media_key(self) -> str | None:
+        """The conversation's media, for KV-aware routing; see `media_key`."""
+        return media_key(self.media, self.media_io_kwargs)
+
 
 class TokenOutput(BaseModel):
     """DecodeWorker -> Processor: newly generated tokens of one request."""
@@ -156,15 +160,24 @@ class EncodeRequest(BaseModel):
     media_io_kwargs: dict[str, dict[str, Any]] | None = None
     report_stages: bool = False
 
-    def media_key(self) -> str:
-        """What the encode cache depends on: the media and how it is sampled (not the request).
+    def media_key(self) -> str | None:
+        """What the encode cache depends on; see `media_key`."""
+        return media_key([self.media], self.media_io_kwargs)
 
-        Callers route on it so that the same video reaches the same encode
-        worker; a `data:` URL carries its content, so its hash is a content hash.
-        """
-        how = json.dumps(self.media_io_kwargs or {}, sort_keys=True, default=str)
-        text = f"{self.media.modality}|{self.media.url}|{how}"
-        return hashlib.sha256(text.encode()).hexdigest()
+
+def media_key(media: list[MediaRef], media_io_kwargs: dict[str, Any] | None) -> str | None:
+    """What a cache of these media depends on: each item and how it is sampled, in order.
+
+    Callers route on it (`router: cache-aware`) so that the same video reaches the
+    same worker: the encode worker whose cache holds its embeddings, the decode or
+    prefill worker whose prefix cache holds the KV of a conversation about it. A
+    `data:` URL carries its content, so its hash is a content hash. None without media.
+    """
+    if not media:
+        return None
+    how = json.dumps(media_io_kwargs or {}, sort_keys=True, default=str)
+    text = "\n".join(f"{item.modality}|{item.url}|{how}" for item in media)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class EncodeResponse(BaseModel):

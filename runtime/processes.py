@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
@@ -24,6 +25,19 @@ def dies_with_parent(command: Sequence[str]) -> list[str]:
     exec in a process with gRPC threads (aetcd) can deadlock the child.
     """
     return [sys.executable, "-I", __file__, str(os.getpid()), *command]
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` still runs; a zombie (dead, not yet reaped) does not.
+
+    `os.kill(pid, 0)` succeeds on a zombie, and a SIGKILLed worker stays one until
+    its supervisor reaps it, so that check would report a dead worker alive.
+    """
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float) -> int:

@@ -45,7 +45,9 @@ class OnePrefillWorker:
     def inflight(self, instance: str) -> int:
         return 0
 
-    async def call(self, endpoint: str, payload: dict[str, Any], deadline_s: float) -> dict:
+    async def call(
+        self, endpoint: str, payload: dict[str, Any], deadline_s: float, route_key: str | None
+    ) -> dict:
         logprobs = TokenLogprobs(logprob=0.0)
         reply = PrefillResponse(
             first_token=FIRST_TOKEN,

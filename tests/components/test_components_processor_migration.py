@@ -1,4 +1,4 @@
-"""The processor moves a choice whose decode worker died mid-stream, against scripted workers."""
+"""The processor's decode calls against scripted workers: migration mid-stream, routing keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from components.processor import Processor, ProcessorConfig, Prompt, sampling_options
 from protocol.errors import WorkerLost
-from protocol.messages import ProcessorRequest
+from protocol.messages import MediaRef, ProcessorRequest
 from protocol.openai import ChatCompletionRequest
 from runtime import Context
 
@@ -31,9 +31,13 @@ class Decoders:
     def __init__(self, dies: list[int | None]) -> None:
         self.dies = dies
         self.requests: list[dict[str, Any]] = []
+        self.route_keys: list[str | None] = []
 
-    async def stream(self, endpoint: str, request: dict[str, Any], **_: Any) -> AsyncIterator[Any]:
+    async def stream(
+        self, endpoint: str, request: dict[str, Any], route_key: str | None = None, **_: Any
+    ) -> AsyncIterator[Any]:
         self.requests.append(request)
+        self.route_keys.append(route_key)
         dies = self.dies[len(self.requests) - 1]
         start = len(request["generated_token_ids"])
         for sent, position in enumerate(range(start, len(ANSWER))):
@@ -47,7 +51,9 @@ class Decoders:
             }
 
 
-async def run_choice(dies: list[int | None], limit: int) -> tuple[list[Any], Decoders, Processor]:
+async def run_choice(
+    dies: list[int | None], limit: int, media: list[MediaRef] | None = None
+) -> tuple[list[Any], Decoders, Processor]:
     processor = Processor(ProcessorConfig(migration_limit=limit), None, None)  # type: ignore[arg-type]
     processor.tokenizer = ByteTokenizer()
     processor.counts = {"migrations": 0}
@@ -58,7 +64,7 @@ async def run_choice(dies: list[int | None], limit: int) -> tuple[list[Any], Dec
     incoming = ProcessorRequest(request_id="r", request=body.model_dump())
     sampling = sampling_options(body.model_copy(update={"max_tokens": len(ANSWER)}), 3, 100)
     ctx = Context("r", time.monotonic() + 60)
-    choice = processor.choice(body, incoming, 0, Prompt([1, 2, 3], []), sampling, ctx)
+    choice = processor.choice(body, incoming, 0, Prompt([1, 2, 3], media or []), sampling, ctx)
     outputs = [out async for out in choice]
     return outputs, decoders, processor
 
@@ -91,3 +97,21 @@ async def test_the_stream_ends_with_the_loss_when_it_cannot_move(
 ) -> None:
     with pytest.raises(WorkerLost):
         await run_choice(dies, limit)
+
+
+def video(name: str) -> list[MediaRef]:
+    return [MediaRef(url=f"file:///videos/{name}.mp4", modality="video")]
+
+
+async def test_a_choice_routes_by_its_media_so_a_conversation_finds_its_kv_again() -> None:
+    """The key names the media only: another question about the same video shares it."""
+    _, first, _ = await run_choice([5, None], limit=1, media=video("a"))
+    _, again, _ = await run_choice([None], limit=1, media=video("a"))
+    _, other, _ = await run_choice([None], limit=1, media=video("b"))
+    _, text, _ = await run_choice([None], limit=1)
+
+    [key, resent_key] = first.route_keys  # the migrated resend keeps it
+    assert key is not None and resent_key == key
+    assert again.route_keys == [key]
+    assert other.route_keys[0] not in (None, key)
+    assert text.route_keys == [None]  # no media: the least loaded worker

@@ -31,6 +31,7 @@ from graph_helpers import (
 )
 
 from graphs.serve import ROOT, RunningGraph
+from runtime.processes import alive
 
 CONFIG = ROOT / "configs" / "disagg.yaml"
 STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
@@ -164,18 +165,10 @@ def wait_for_encode_workers(graph: RunningGraph, count: int = 2) -> list[dict]:
     deadline = time.monotonic() + 150
     while True:
         found = instances(graph, "EncodeWorker")
-        if len(found) == count and all(_alive(i["pid"]) for i in found):
+        if len(found) == count and all(alive(i["pid"]) for i in found):
             return found
         assert time.monotonic() < deadline, f"encode workers: {found}"
         time.sleep(0.5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _concurrently(graph: RunningGraph, urls: list[str]) -> list[list[int] | Exception]:

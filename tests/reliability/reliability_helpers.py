@@ -16,14 +16,18 @@ from typing import Any, TypeVar
 import httpx
 
 from benchmarks.soak import Outcome, chat
+from graphs.serve import RunningGraph
 from runtime.etcd_server import EtcdServer
-from runtime.processes import dies_with_parent, stop_process
+from runtime.processes import alive, dies_with_parent, stop_process
 
 T = TypeVar("T")
 # The graph under test: how many processes of each component it runs.
 WORKERS = {"Frontend": 1, "Processor": 2, "DecodeWorker": 2, "PrefillWorker": 1, "EncodeWorker": 2}
 MAX_INFLIGHT = 48  # the graph's Frontend.max-inflight: room for a fault test's 32 requests
 REQUEST_TIMEOUT_S = 90.0  # a request still open after this is lost (the graph's deadline is 600)
+# A replacement worker imports torch and loads the model before it registers;
+# on a loaded 2-core CI machine that alone can take most of a minute.
+REPLACED_S = 150.0
 
 
 def wait_until(what: str, probe: Callable[[], T | None], timeout_s: float) -> T:
@@ -100,6 +104,20 @@ def instances(base_url: str) -> dict[str, list[dict[str, Any]]]:
 
 def pids(base_url: str) -> dict[str, set[int]]:
     return {name: {i["pid"] for i in found} for name, found in instances(base_url).items()}
+
+
+def wait_whole(graph: RunningGraph, component: str) -> None:
+    """Faults hit a whole component: wait out the replacement of an earlier victim first.
+
+    A killed worker stays listed until its lease lapses, so count only live processes:
+    the component is whole when every listed instance is alive and there are enough.
+    """
+
+    def whole() -> bool:
+        listed = pids(graph.base_url)[component]
+        return len(listed) == WORKERS[component] and all(alive(pid) for pid in listed)
+
+    wait_until(f"{WORKERS[component]} live {component} instances", whole, REPLACED_S)
 
 
 def worker_stats(base_url: str, stat: str) -> dict[tuple[str, str], float]:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 from reliability_helpers import (
     MAX_INFLIGHT,
+    REPLACED_S,
     REQUEST_TIMEOUT_S,
     WORKERS,
     RestartableEtcd,
@@ -33,6 +34,7 @@ from reliability_helpers import (
     send_all,
     tally,
     wait_until,
+    wait_whole,
     worker_stats,
 )
 
@@ -42,9 +44,6 @@ from runtime.discovery import LEASE_TTL_S
 
 REQUESTS = 32
 RECOVERY_S = 30.0
-# A replacement worker imports torch and loads the model before it registers;
-# on a loaded 2-core CI machine that alone can take most of a minute.
-REPLACED_S = 150.0
 ANSWER_TOKENS = 64  # the tiny model decodes fast: longer answers keep streams open at the fault
 # The migrated answer: long enough that its decode worker is still on it when found and killed.
 MIGRATED_TOKENS = 1500
@@ -93,28 +92,6 @@ def wait_recovered(graph: RunningGraph, media_dir: Path, since: float, what: str
         f"traffic answered after {what}", lambda: answered_again(graph, media_dir), RECOVERY_S
     )
     return time.monotonic() - since
-
-
-def wait_whole(graph: RunningGraph, component: str) -> None:
-    """Faults hit a whole component: wait out the replacement of an earlier victim first.
-
-    A killed worker stays listed until its lease lapses, so count only live processes:
-    the component is whole when every listed instance is alive and there are enough.
-    """
-
-    def whole() -> bool:
-        listed = pids(graph.base_url)[component]
-        return len(listed) == WORKERS[component] and all(_alive(pid) for pid in listed)
-
-    wait_until(f"{WORKERS[component]} live {component} instances", whole, REPLACED_S)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def assert_nothing_lost(outcomes: list[Outcome]) -> dict[str, int]:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from runtime.ports import free_ports
+from runtime.processes import alive
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,14 +39,6 @@ def children_of(pid: int) -> dict[int, str]:
         if int(parent) == pid and state != "Z":
             children[int(entry.name)] = cmdline
     return children
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class Serve:
