@@ -240,7 +240,7 @@ class DecodeWorker(Component):
         """A prefill worker's reply; given a `report`, its stage reports before it go there."""
         assert self.prefills is not None
         # The same video to the prefill worker whose prefix cache holds it (cache-aware).
-        route_key = await asyncio.to_thread(prefill.media_key)
+        route_key = await asyncio.to_thread(prefill.media_key) if prefill.media else None
         if report is None:
             answer = await self.prefills.call(
                 "prefill", prefill.model_dump(), deadline_s=ctx.time_left(), route_key=route_key

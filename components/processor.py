@@ -255,7 +255,7 @@ class Processor(Component):
         progress = Progress()
         # KV-aware routing: a conversation about the same video goes back to the decode
         # worker whose prefix cache holds its KV (with `router: cache-aware`).
-        route_key = await asyncio.to_thread(generate.media_key)
+        route_key = await asyncio.to_thread(generate.media_key) if generate.media else None
         for migration in range(self.config.migration_limit + 1):
             progress.replied = False
             resend = generate.model_copy(update={"generated_token_ids": progress.token_ids})
