@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +19,8 @@ from media import MediaOptions, decode_image_sync, decode_video_sync
 
 NUM_FRAMES = 8  # configs/*.yaml: Common.num-frames
 MAX_TOKENS = 12
+# Top-two log-probs closer than this are a near-tie (see `Reference.seeds_clear_of_ties`).
+NEAR_TIE = 1e-3
 # Longer than the disagg configs' max-local-prefill-length (64) on its own: prefilled remotely.
 LONG_TEXT = "Tell me, in many careful words, about " + "the river and the hills " * 12
 
@@ -41,6 +43,30 @@ class Reference:
     def greedy(
         self, text: str, videos: list[Path], max_tokens: int, images: tuple[Path, ...] = ()
     ) -> list[int]:
+        return self._generate(text, videos, max_tokens, images)[0]
+
+    def seeds_clear_of_ties(
+        self, text: str, video: Callable[[int], Path], candidates: range, count: int
+    ) -> list[int]:
+        """The first `count` seeds whose greedy answer (MAX_TOKENS) has no near-tie.
+
+        For the tests of many requests at once: batching them into one forward moves
+        the logits by a few ULPs, which can flip an argmax whose top two are closer
+        than NEAR_TIE (measured: a gap of 1.2e-5 flipped). Exactness is checked where
+        it is defined; a seed with such a tie is skipped, not tolerated.
+        """
+        clear = [
+            seed
+            for seed in candidates
+            if self._generate(text, [video(seed)], MAX_TOKENS, ())[1] >= NEAR_TIE
+        ]
+        assert len(clear) >= count, f"only {len(clear)} of {candidates} clear of near-ties"
+        return clear[:count]
+
+    def _generate(
+        self, text: str, videos: list[Path], max_tokens: int, images: tuple[Path, ...]
+    ) -> tuple[list[int], float]:
+        """Greedy tokens, and the smallest gap between the top two log-probs along them."""
         content = [{"type": "text", "text": text}]
         content += [{"type": "image"} for _ in images] + [{"type": "video"} for _ in videos]
         prompt = self.processor.apply_chat_template(
@@ -52,8 +78,16 @@ class Reference:
             text=prompt, images=pictures or None, videos=clips, return_tensors="pt"
         )
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=max_tokens, do_sample=False)
-        return out[0, inputs["input_ids"].shape[1] :].tolist()
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        top_two = torch.stack([step[0].log_softmax(-1).topk(2).values for step in out.scores])
+        margin = float((top_two[:, 0] - top_two[:, 1]).min())
+        return out.sequences[0, inputs["input_ids"].shape[1] :].tolist(), margin
 
     def greedy_text(self, prompt: str, max_tokens: int) -> list[int]:
         """A plain text prompt, no chat template (what /v1/completions runs)."""

@@ -197,7 +197,7 @@ def _concurrently(graph: RunningGraph, urls: list[str]) -> list[list[int] | Exce
 def test_sixteen_concurrent_videos_use_both_encode_workers(
     graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
 ) -> None:
-    seeds = list(range(100, 116))
+    seeds = reference.seeds_clear_of_ties("What happens?", video, range(100, 130), 16)
     wait_for_encode_workers(graph)
     before = worker_stats(graph, "EncodeWorker", "media_encoded")
     assert len(before) == 2
@@ -213,7 +213,7 @@ def test_an_encode_worker_killed_mid_traffic_loses_nothing_silently(
     graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
 ) -> None:
     victim = wait_for_encode_workers(graph)[0]
-    seeds = list(range(200, 212))
+    seeds = reference.seeds_clear_of_ties("What happens?", video, range(200, 220), 12)
     urls = [f"file://{video(s)}" for s in seeds]
 
     async def kill_while_serving(traffic: asyncio.Task) -> None:
