@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from benchmarks.systems import worker_stats_in
 from graphs.serve import ROOT, serve_graph
 from media.samples import write_sample_video
 
@@ -38,12 +38,10 @@ STATS = ("media_encoded", "embedding_cache_hits", "media_shared_in_flight")
 
 
 def encode_stats(base_url: str) -> dict[str, float]:
-    body = httpx.get(f"{base_url}/metrics", timeout=30).text
-    totals = {}
-    for stat in STATS:
-        pattern = rf'^vidgraph_worker_stat{{component="EncodeWorker",[^}}]*stat="{stat}"}} (\S+)$'
-        totals[stat] = sum(float(v) for v in re.findall(pattern, body, flags=re.M))
-    return totals
+    found = worker_stats_in(httpx.get(f"{base_url}/metrics", timeout=30).text).items()
+    return {
+        stat: sum(v for (c, _, s), v in found if (c, s) == ("EncodeWorker", stat)) for stat in STATS
+    }
 
 
 async def ask_all(base_url: str, urls: list[str], concurrency: int) -> float:

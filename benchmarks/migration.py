@@ -20,18 +20,18 @@ import asyncio
 import json
 import os
 import random
-import re
 import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from benchmarks.provenance import finish, provenance
+from benchmarks.soak import Outcome, chat
+from benchmarks.systems import worker_stats_in
 from graphs.serve import ROOT, RunningGraph, serve_graph
 from media.samples import write_sample_video
 from runtime.processes import alive
@@ -39,16 +39,8 @@ from runtime.processes import alive
 RESULTS = ROOT / "benchmarks" / "results" / "migration.json"
 CONFIG = ROOT / "configs" / "disagg.yaml"
 VIDEOS = 4
-
-
-@dataclass
-class Stream:
-    """What one client saw of one streamed answer."""
-
-    token_ids: list[int] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    usage: dict[str, Any] | None = None
-    done: bool = False
+STREAM_TIMEOUT_S = 600.0
+MIGRATIONS = ("Processor", "migrations")
 
 
 def bodies(media: Path, streams: int, max_tokens: int) -> list[dict[str, Any]]:
@@ -79,43 +71,16 @@ def bodies(media: Path, streams: int, max_tokens: int) -> list[dict[str, Any]]:
     ]
 
 
-async def stream(client: httpx.AsyncClient, body: dict[str, Any], into: Stream) -> None:
-    try:
-        async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                into.errors.append(
-                    f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
-                )
-                return
-            async for line in response.aiter_lines():
-                if line == "data: [DONE]":
-                    into.done = True
-                elif line.startswith("data: "):
-                    event = json.loads(line.removeprefix("data: "))
-                    if "error" in event:
-                        into.errors.append(str(event["error"]))
-                    into.usage = event.get("usage") or into.usage
-                    for choice in event.get("choices", []):
-                        content = (choice.get("logprobs") or {}).get("content") or []
-                        into.token_ids += [
-                            int(e["token"].removeprefix("token_id:")) for e in content
-                        ]
-    except httpx.HTTPError as error:
-        into.errors.append(f"{type(error).__name__}: {error}")
-
-
 def decode_workers(base_url: str) -> dict[str, int]:
     """Live decode workers' pids by instance id (a killed one stays listed until its lease ends)."""
     listed = httpx.get(f"{base_url}/health", timeout=10).json()["instances"].get("DecodeWorker", [])
     return {i["id"]: i["pid"] for i in listed if alive(i["pid"])}
 
 
-def worker_stat(base_url: str, component: str, stat: str) -> dict[str, float]:
-    body = httpx.get(f"{base_url}/metrics", timeout=10).text
-    pattern = (
-        rf'^vidgraph_worker_stat{{component="{component}",instance="(\w+)",stat="{stat}"}} (\S+)$'
-    )
-    return {i: float(v) for i, v in re.findall(pattern, body, flags=re.M)}
+def migrations(base_url: str) -> float:
+    """Streams the Processors have moved to another decode worker, since they started."""
+    stats = worker_stats_in(httpx.get(f"{base_url}/metrics", timeout=10).text)
+    return sum(v for (component, _, stat), v in stats.items() if (component, stat) == MIGRATIONS)
 
 
 async def whole(base_url: str, count: int, timeout_s: float = 300.0) -> float:
@@ -133,13 +98,13 @@ async def run(
     requests: list[dict[str, Any]],
     rng: random.Random,
     kill_after: int | None = None,
-) -> tuple[list[Stream], dict[str, Any]]:
+) -> tuple[list[Outcome], dict[str, Any]]:
     """All streams at once; with `kill_after`, SIGKILL a decode worker after so many tokens."""
-    streams = [Stream() for _ in requests]
+    streams = [Outcome() for _ in requests]
     fault: dict[str, Any] = {}
-    async with httpx.AsyncClient(base_url=graph.base_url, timeout=600) as client:
+    async with httpx.AsyncClient(base_url=graph.base_url, timeout=STREAM_TIMEOUT_S) as client:
         tasks = [
-            asyncio.create_task(stream(client, b, s))
+            asyncio.create_task(chat(client, b, STREAM_TIMEOUT_S, s))
             for b, s in zip(requests, streams, strict=True)
         ]
         if kill_after is not None:
@@ -161,9 +126,9 @@ async def measure(args: argparse.Namespace, graph: RunningGraph, media: Path) ->
     rng = random.Random(args.seed)
     await whole(graph.base_url, args.decode_workers)
     reference, _ = await run(graph, requests, rng)
-    broken = [i for i, s in enumerate(reference) if s.errors or not s.done]
+    broken = [s for s in reference if s.kind != "answered"]
     if broken:
-        raise RuntimeError(f"undisturbed streams {broken} failed: {reference[broken[0]].errors}")
+        raise RuntimeError(f"{len(broken)} undisturbed streams failed: {problems(broken)}")
     if len({tuple(s.token_ids) for s in reference}) < 2:
         raise RuntimeError("every stream gave the same tokens: the comparison would be vacuous")
     # The control: the same streams undisturbed again. Whatever differs here is not
@@ -174,7 +139,7 @@ async def measure(args: argparse.Namespace, graph: RunningGraph, media: Path) ->
     rows = []
     for repeat in range(args.repeats):
         await whole(graph.base_url, args.decode_workers)
-        migrations = sum(worker_stat(graph.base_url, "Processor", "migrations").values())
+        moved = migrations(graph.base_url)
         began = time.monotonic()
         streams, fault = await run(
             graph, requests, rng, kill_after=int(total * rng.uniform(0.1, 0.7))
@@ -185,11 +150,10 @@ async def measure(args: argparse.Namespace, graph: RunningGraph, media: Path) ->
             {
                 "repeat": repeat,
                 "killed_after_tokens": fault["after_tokens"],
-                "migrations": sum(worker_stat(graph.base_url, "Processor", "migrations").values())
-                - migrations,
-                "client_errors": sum(bool(s.errors) or not s.done for s in streams),
+                "migrations": migrations(graph.base_url) - moved,
+                "client_errors": sum(s.kind != "answered" for s in streams),
                 "streams_differing": differing(streams, reference),
-                "errors": [e for s in streams for e in s.errors][:5],
+                "errors": problems(streams)[:5],
                 "all_streams_s": ended - began,
                 "worker_replaced_s": ended - fault["killed_at"] + recovered,
             }
@@ -203,7 +167,12 @@ async def measure(args: argparse.Namespace, graph: RunningGraph, media: Path) ->
     }
 
 
-def differing(streams: list[Stream], reference: list[Stream]) -> list[dict[str, Any]]:
+def problems(streams: list[Outcome]) -> list[str]:
+    """What went wrong with each stream that did not end in a whole answer."""
+    return [s.error or s.lost or "" for s in streams if s.kind != "answered"]
+
+
+def differing(streams: list[Outcome], reference: list[Outcome]) -> list[dict[str, Any]]:
     """The streams whose token ids or usage differ from the reference's, and where."""
     found = []
     for index, (got, want) in enumerate(zip(streams, reference, strict=True)):

@@ -52,6 +52,8 @@ class Outcome:
     error: str | None = None
     lost: str | None = None
     text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
     latency_s: float = 0.0
 
     @property
@@ -61,10 +63,19 @@ class Outcome:
         return "errored" if self.error is not None else "answered"
 
 
-async def chat(client: httpx.AsyncClient, body: dict[str, Any], timeout_s: float) -> Outcome:
-    """POST one chat completion (streamed if `body["stream"]`) and classify how it ended."""
+async def chat(
+    client: httpx.AsyncClient,
+    body: dict[str, Any],
+    timeout_s: float,
+    outcome: Outcome | None = None,
+) -> Outcome:
+    """POST one chat completion (streamed if `body["stream"]`) and classify how it ended.
+
+    A caller that passes its own `outcome` can watch a stream's tokens arrive
+    (the migration benchmark kills a worker after so many).
+    """
     started = time.perf_counter()
-    outcome = Outcome()
+    outcome = outcome or Outcome()
     try:
         async with asyncio.timeout(timeout_s):
             async with client.stream("POST", "/v1/chat/completions", json=body) as response:
@@ -104,8 +115,12 @@ async def _read_events(outcome: Outcome, response: httpx.Response) -> None:
         if "error" in event:
             outcome.error = event["error"]["message"]
             continue
+        outcome.usage = event.get("usage") or outcome.usage
         for choice in event["choices"]:
             outcome.text += choice["delta"].get("content") or ""
+            # Token ids are there when the body asks for `return_tokens_as_token_ids`.
+            for entry in (choice.get("logprobs") or {}).get("content") or []:
+                outcome.token_ids.append(int(entry["token"].removeprefix("token_id:")))
             outcome.finish_reason = choice.get("finish_reason") or outcome.finish_reason
     if not done or (outcome.finish_reason is None and outcome.error is None):
         outcome.lost = "the stream ended without a finish reason or an error event"

@@ -48,11 +48,10 @@ GRAPHS = {
 }
 VLLM_VENV = ROOT / ".venv-vllm"
 STARTUP_S = 600.0
-STAGE = re.compile(
-    r'^vidgraph_worker_stat\{component="(\w+)",instance="[^"]+",'
-    r'stat="(requests|request_seconds)_(\w+)"\} (\S+)$',
-    re.M,
+WORKER_STAT = re.compile(
+    r'^vidgraph_worker_stat\{component="([^"]+)",instance="([^"]+)",stat="([^"]+)"\} (\S+)$', re.M
 )
+STAGE = re.compile(r"(requests|request_seconds)_(\w+)")
 
 
 class Unavailable(Exception):
@@ -69,14 +68,21 @@ class System:
     metrics_url: str | None = None
 
 
+def worker_stats_in(metrics: str) -> dict[tuple[str, str, str], float]:
+    """Every worker stat in a /metrics body, by (component, instance, stat)."""
+    return {(c, i, stat): float(v) for c, i, stat, v in WORKER_STAT.findall(metrics)}
+
+
 def stage_totals(metrics: str) -> dict[str, dict[str, float]]:
     """Calls and seconds of each component endpoint, summed over its instances."""
     totals: dict[str, dict[str, float]] = {}
-    for component, kind, endpoint, value in STAGE.findall(metrics):
-        if endpoint.startswith("_"):
+    for (component, _, stat), value in worker_stats_in(metrics).items():
+        matched = STAGE.fullmatch(stat)
+        if matched is None or matched[2].startswith("_"):
             continue
+        kind, endpoint = matched.groups()
         stage = totals.setdefault(f"{component}.{endpoint}", {"calls": 0.0, "seconds": 0.0})
-        stage["calls" if kind == "requests" else "seconds"] += float(value)
+        stage["calls" if kind == "requests" else "seconds"] += value
     return totals
 
 

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from benchmarks.soak import Outcome, chat
+from benchmarks.systems import worker_stats_in
 from graphs.serve import RunningGraph
 from runtime.etcd_server import EtcdServer
 from runtime.processes import alive, dies_with_parent, stop_process
@@ -122,9 +123,8 @@ def wait_whole(graph: RunningGraph, component: str) -> None:
 
 def worker_stats(base_url: str, stat: str) -> dict[tuple[str, str], float]:
     """One stat of every worker that reports it, by (component, instance), from /metrics."""
-    body = httpx.get(f"{base_url}/metrics", timeout=10).text
-    pattern = rf'^vidgraph_worker_stat{{component="(\w+)",instance="(\w+)",stat="{stat}"}} (\S+)$'
-    return {(c, i): float(v) for c, i, v in re.findall(pattern, body, flags=re.M)}
+    found = worker_stats_in(httpx.get(f"{base_url}/metrics", timeout=10).text).items()
+    return {(c, i): v for (c, i, s), v in found if s == stat}
 
 
 def frontend_metrics(base_url: str) -> str:
