@@ -33,6 +33,7 @@ from components.frontend import FrontendConfig
 from graphs.serve import RunningGraph
 
 STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
+NEAR_TIE = 1e-3  # as tests/graph/graph_helpers.py: top-two log-probs this close may flip
 SAMPLING = {"max_tokens": MAX_TOKENS, "temperature": 0.7, "seed": 11}
 VIDEO_PARAMS = {
     "fps": 8.0,
@@ -198,6 +199,19 @@ def test_twenty_concurrent_uploads_all_get_their_own_answer(
         seed: upload(graph, data, prompt="Go", max_tokens=6, temperature=0).json()["text"]
         for seed, data in clips.items()
     }
+    for seed in clips:
+        alone = chat_text(
+            graph,
+            f"file://{video(seed)}",
+            "Go",
+            max_tokens=6,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=2,
+        )
+        assert alone["choices"][0]["message"]["content"] == expected[seed]
+        # Batched with the others, logits move by a few ULPs: a near-tie could flip.
+        assert smallest_top_two_gap(alone) >= NEAR_TIE, f"seed {seed} has a near-tie: pick another"
 
     async def one(client: httpx.AsyncClient, seed: int) -> str:
         answer = await client.post(
@@ -217,6 +231,15 @@ def test_twenty_concurrent_uploads_all_get_their_own_answer(
     assert answers == [expected[4 + i % 2] for i in range(20)]
     assert expected[4] != expected[5]
     assert leftovers(upload_dir) == []
+
+
+def smallest_top_two_gap(answer: dict) -> float:
+    """How close the closest greedy choice of an answer came to its runner-up, in log-prob."""
+    gaps = []
+    for entry in answer["choices"][0]["logprobs"]["content"]:
+        first, second = sorted((t["logprob"] for t in entry["top_logprobs"]), reverse=True)[:2]
+        gaps.append(first - second)
+    return min(gaps)
 
 
 def multipart_head(boundary: str = "vidgraphtest") -> bytes:

@@ -14,12 +14,13 @@ import pytest
 import torch
 from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
+from benchmarks.systems import worker_stats_in
 from graphs.serve import ROOT, RunningGraph, serve_graph
 from media import MediaOptions, decode_image_sync, decode_video_sync
 
 NUM_FRAMES = 8  # configs/*.yaml: Common.num-frames
 MAX_TOKENS = 12
-# Top-two log-probs closer than this are a near-tie (see `Reference.seeds_clear_of_ties`).
+# Top-two log-probs closer than this are a near-tie (see `Reference.greedy_clear_of_ties`).
 NEAR_TIE = 1e-3
 # Longer than the disagg configs' max-local-prefill-length (64) on its own: prefilled remotely.
 LONG_TEXT = "Tell me, in many careful words, about " + "the river and the hills " * 12
@@ -45,23 +46,24 @@ class Reference:
     ) -> list[int]:
         return self._generate(text, videos, max_tokens, images)[0]
 
-    def seeds_clear_of_ties(
+    def greedy_clear_of_ties(
         self, text: str, video: Callable[[int], Path], candidates: range, count: int
-    ) -> list[int]:
-        """The first `count` seeds whose greedy answer (MAX_TOKENS) has no near-tie.
+    ) -> dict[int, list[int]]:
+        """Greedy answers (MAX_TOKENS) of the first `count` seeds whose answer has no near-tie.
 
         For the tests of many requests at once: batching them into one forward moves
         the logits by a few ULPs, which can flip an argmax whose top two are closer
         than NEAR_TIE (measured: a gap of 1.2e-5 flipped). Exactness is checked where
         it is defined; a seed with such a tie is skipped, not tolerated.
         """
-        clear = [
-            seed
-            for seed in candidates
-            if self._generate(text, [video(seed)], MAX_TOKENS, ())[1] >= NEAR_TIE
-        ]
-        assert len(clear) >= count, f"only {len(clear)} of {candidates} clear of near-ties"
-        return clear[:count]
+        clear: dict[int, list[int]] = {}
+        for seed in candidates:
+            tokens, margin = self._generate(text, [video(seed)], MAX_TOKENS, ())
+            if margin >= NEAR_TIE:
+                clear[seed] = tokens
+            if len(clear) == count:
+                return clear
+        raise AssertionError(f"only {len(clear)} of {candidates} clear of near-ties")
 
     def _generate(
         self, text: str, videos: list[Path], max_tokens: int, images: tuple[Path, ...]
@@ -163,10 +165,8 @@ def worker_stats(graph: RunningGraph, component: str, stat: str) -> dict[str, fl
 
 def stats_in(metrics: str, component: str, stat: str) -> dict[str, float]:
     """One worker stat of each of a component's instances in a /metrics body."""
-    pattern = (
-        rf'^vidgraph_worker_stat{{component="{component}",instance="([^"]+)",stat="{stat}"}} (\S+)$'
-    )
-    return {i: float(v) for i, v in re.findall(pattern, metrics, flags=re.M)}
+    found = worker_stats_in(metrics).items()
+    return {i: v for (c, i, s), v in found if (c, s) == (component, stat)}
 
 
 def worker_stat(graph: RunningGraph, component: str, stat: str) -> float:

@@ -197,14 +197,14 @@ def _concurrently(graph: RunningGraph, urls: list[str]) -> list[list[int] | Exce
 def test_sixteen_concurrent_videos_use_both_encode_workers(
     graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
 ) -> None:
-    seeds = reference.seeds_clear_of_ties("What happens?", video, range(100, 130), 16)
+    expected = reference.greedy_clear_of_ties("What happens?", video, range(100, 130), 16)
     wait_for_encode_workers(graph)
     before = worker_stats(graph, "EncodeWorker", "media_encoded")
     assert len(before) == 2
 
-    answers = _concurrently(graph, [f"file://{video(s)}" for s in seeds])
+    answers = _concurrently(graph, [f"file://{video(s)}" for s in expected])
 
-    assert answers == [reference.greedy("What happens?", [video(s)], MAX_TOKENS) for s in seeds]
+    assert answers == list(expected.values())
     after = worker_stats(graph, "EncodeWorker", "media_encoded")
     assert all(after[i] > before[i] for i in before), (before, after)
 
@@ -213,8 +213,8 @@ def test_an_encode_worker_killed_mid_traffic_loses_nothing_silently(
     graph: RunningGraph, reference: Reference, video: Callable[[int], Path]
 ) -> None:
     victim = wait_for_encode_workers(graph)[0]
-    seeds = reference.seeds_clear_of_ties("What happens?", video, range(200, 220), 12)
-    urls = [f"file://{video(s)}" for s in seeds]
+    expected = reference.greedy_clear_of_ties("What happens?", video, range(200, 220), 12)
+    urls = [f"file://{video(s)}" for s in expected]
 
     async def kill_while_serving(traffic: asyncio.Task) -> None:
         # While it serves a request (not after a fixed delay, which load can stretch past
@@ -236,11 +236,11 @@ def test_an_encode_worker_killed_mid_traffic_loses_nothing_silently(
 
     answers = traffic_with_a_kill()
 
-    for seed, answer in zip(seeds, answers, strict=True):
+    for want, answer in zip(expected.values(), answers, strict=True):
         if isinstance(answer, Exception):  # failed cleanly: an OpenAI error with a status
             assert isinstance(answer, openai.APIStatusError) and answer.status_code >= 500
         else:
-            assert answer == reference.greedy("What happens?", [video(seed)], MAX_TOKENS)
+            assert answer == want
     later = _concurrently(graph, [f"file://{video(s)}" for s in (220, 221, 222)])
     assert all(not isinstance(a, Exception) for a in later), later
 
