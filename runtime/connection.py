@@ -20,6 +20,7 @@ import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
+from runtime import tracing
 from runtime.wire import Kind, Malformed, Outbox, Rejects, Unsendable, configure, parse, receive
 
 _LINK_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -87,7 +88,8 @@ class Connection:
         closed = False
         try:
             try:
-                self._outbox.put([Kind.REQUEST, rid, endpoint, timeout_s, request_id, body])
+                request = [Kind.REQUEST, rid, endpoint, timeout_s, request_id, body]
+                self._outbox.put([*request, tracing.carrier()])
             except Unsendable as error:
                 closed = True  # never sent: nothing to cancel remotely
                 raise ServiceError(

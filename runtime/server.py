@@ -23,8 +23,10 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from opentelemetry.trace import SpanKind
 
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
+from runtime import tracing
 from runtime.wire import Kind, Malformed, Outbox, Rejects, configure, parse, receive
 
 log = logging.getLogger(__name__)
@@ -113,11 +115,11 @@ class EndpointServer:
             if task := self._tasks.get((peer, rid)):
                 task.cancel()
             return True
-        _, _, endpoint, timeout_s, request_id, body = frame
+        _, _, endpoint, timeout_s, request_id, body, trace = frame
         if (peer, rid) in self._tasks or not 0 < timeout_s < float("inf"):
             return False  # a request number already in use, or a deadline that is no deadline
         context = Context(request_id, time.monotonic() + timeout_s)
-        task = asyncio.create_task(self._serve(peer, rid, endpoint, body, context))
+        task = asyncio.create_task(self._serve(peer, rid, endpoint, body, context, trace))
         self._tasks[(peer, rid)] = task
         return True
 
@@ -129,11 +131,20 @@ class EndpointServer:
                 task.cancel()
 
     async def _serve(
-        self, peer: bytes, rid: int, endpoint: str, body: Any, context: Context
+        self,
+        peer: bytes,
+        rid: int,
+        endpoint: str,
+        body: Any,
+        context: Context,
+        trace: dict[str, str],
     ) -> None:
         started = time.monotonic()
         try:
-            await self._stream_replies(peer, rid, endpoint, body, context)
+            with tracing.span(
+                endpoint, trace, SpanKind.SERVER, **{"vidgraph.request_id": context.request_id}
+            ):
+                await self._stream_replies(peer, rid, endpoint, body, context)
         except asyncio.CancelledError:
             log.debug("request %s cancelled", context.request_id)
         except Exception as error:

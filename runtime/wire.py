@@ -3,12 +3,13 @@
 A frame is a msgpack array whose first two items are the frame kind and the
 caller's request number (unique per caller socket):
 
-    caller -> worker   [REQUEST, rid, endpoint, timeout_s, request_id, body]
+    caller -> worker   [REQUEST, rid, endpoint, timeout_s, request_id, body, trace]
                        [CANCEL, rid]
     worker -> caller   [DATA, rid, body]          zero or more per request
                        [END, rid]                 the stream finished
                        [ERROR, rid, error_dict]   the stream failed (ServiceError.to_dict)
 
+`trace` is the caller's trace context (`runtime.tracing.carrier()`, maybe empty).
 Exactly one END or ERROR closes every request, so a caller never has to
 guess whether an empty stream was a success. Each ZeroMQ message (after the
 ROUTER's routing frame) carries a msgpack array of frames: everything queued
@@ -69,7 +70,7 @@ class Kind(IntEnum):
 
 # Each kind's frame length, and the types of its items after [kind, rid].
 _SHAPES: dict[int, tuple[type | tuple[type, ...], ...]] = {
-    Kind.REQUEST: (str, (int, float), str, object),
+    Kind.REQUEST: (str, (int, float), str, object, dict),
     Kind.CANCEL: (),
     Kind.DATA: (object,),
     Kind.END: (),

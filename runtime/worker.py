@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime import tracing
 from runtime.client import STATS_ENDPOINT
 from runtime.component import Component
 from runtime.config import ComponentConfig, ConfigError, load_config, parse_overrides
@@ -217,10 +218,13 @@ def main() -> None:
         level=logging.INFO,
         format=f"%(asctime)s {args.component}[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
+    flush_spans = tracing.configure(args.component)
     try:
         code = asyncio.run(_main(args, overrides))
     except (ConfigError, GraphError, ConnectionError) as error:
         sys.exit(f"vidgraph worker: {error}")
+    finally:
+        flush_spans()
     # Deregistered, drained and closed: what is left is the interpreter tearing down
     # torch's and transformers' modules, 1.8 s of every stop and restart for nothing.
     logging.shutdown()

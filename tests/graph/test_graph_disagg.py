@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from graph_helpers import (
     worker_stat,
     worker_stats,
 )
+from otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 from graphs.serve import ROOT, RunningGraph
 from runtime.processes import alive
@@ -38,8 +40,61 @@ STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
 
 
 @pytest.fixture(scope="module")
-def graph(model_dir: Path, media_dir: Path, tmp_path_factory) -> Iterator[RunningGraph]:
-    yield from start_graph("disagg", media_dir, tmp_path_factory)
+def collector() -> Iterator[OtlpReceiver]:
+    with otlp_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="module")
+def graph(
+    model_dir: Path, media_dir: Path, tmp_path_factory, collector: OtlpReceiver
+) -> Iterator[RunningGraph]:
+    """The graph, every process of it exporting its spans to `collector` (OTel's own env)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", collector.endpoint)
+        env.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # ms between exports (default 5 s)
+        yield from start_graph("disagg", media_dir, tmp_path_factory)
+
+
+def test_one_request_is_one_trace_across_every_process(
+    graph: RunningGraph, collector: OtlpReceiver, video: Callable[[int], Path]
+) -> None:
+    """The caller's `traceparent` in, every stage of every process's work in its trace, one tree.
+
+    A video seen by no other test (the embedding cache would skip fetch, decode and
+    encode) and a prompt too long to prefill locally, so every stage runs.
+    """
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    answer = httpx.post(
+        f"{graph.base_url}/v1/chat/completions",
+        json={
+            "model": "tiny",
+            "messages": user_message(LONG_TEXT, [f"file://{video(31)}"]),
+            "max_tokens": 4,
+        },
+        headers={"traceparent": f"00-{trace_id}-{caller_span}-01"},
+        timeout=120,
+    )
+    assert answer.status_code == 200, answer.text
+    stages = {"fetch", "decode", "encode", "embedding_transfer", "prefill", "kv_transfer"}
+    services = {f"vidgraph.{c}" for c in ("Frontend", "Processor", "DecodeWorker")}
+    services |= {"vidgraph.PrefillWorker", "vidgraph.EncodeWorker"}
+
+    def whole(spans: list[ReceivedSpan]) -> bool:
+        ids = {s.span_id for s in spans} | {caller_span}
+        return (
+            stages <= {s.name for s in spans}
+            and services <= {s.service for s in spans}
+            and all(s.parent_span_id in ids for s in spans)  # no span whose parent is missing
+        )
+
+    deadline = time.monotonic() + 30.0  # exports leave every 100 ms; a loaded host is slower
+    while not whole(spans := collector.spans(trace_id)):
+        assert time.monotonic() < deadline, f"an incomplete trace: {spans}"
+        time.sleep(0.1)
+    [root] = [s for s in spans if s.parent_span_id == caller_span]
+    assert (root.service, root.name) == ("vidgraph.Frontend", "POST /v1/chat/completions")
+    assert len({s.pid for s in spans}) >= len(services)  # one trace over five processes
 
 
 def instances(graph: RunningGraph, component: str) -> list[dict]:

@@ -30,7 +30,7 @@ ANSWER_WITHIN_S = 10.0  # generous: the bound is "answers", not "answers fast"
 
 
 def request(rid: int, endpoint: str = "echo", timeout_s: Any = 10.0, body: Any = None) -> list:
-    return [Kind.REQUEST, rid, endpoint, timeout_s, f"fuzz-{rid}", body or {"text": "x"}]
+    return [Kind.REQUEST, rid, endpoint, timeout_s, f"fuzz-{rid}", body or {"text": "x"}, {}]
 
 
 def hostile_messages(rng: random.Random) -> list[list[bytes]]:
@@ -47,8 +47,9 @@ def hostile_messages(rng: random.Random) -> list[list[bytes]]:
         [[Kind.REQUEST]],
         [[99, 1]],
         [[Kind.DATA, 1, "a reply sent to a worker"]],
-        [[Kind.REQUEST, "one", "echo", 10.0, "r", {}]],
-        [[Kind.REQUEST, 2, 7, 10.0, "r", {}]],
+        [[Kind.REQUEST, "one", "echo", 10.0, "r", {}, {}]],
+        [[Kind.REQUEST, 2, 7, 10.0, "r", {}, {}]],
+        [[Kind.REQUEST, 3, "echo", 10.0, "r", {}, "not a trace context"]],
         [request(3, timeout_s=float("nan"))],
         [request(4, timeout_s=-1)],
         [request(5, timeout_s="soon")],
