@@ -60,12 +60,9 @@ def span(
     """A span around the block; `parent`: a caller's `carrier()`, else the current span."""
     context = None
     if parent is not None:  # from another process: only text headers mean anything
-        context = propagate.extract({k: v for k, v in parent.items() if _text(k) and _text(v)})
+        headers = {k: v for k, v in parent.items() if isinstance(k, str) and isinstance(v, str)}
+        context = propagate.extract(headers)
     with _tracer.start_as_current_span(
         name, context=context, kind=kind, attributes=attributes
     ) as current:
         yield current
-
-
-def _text(value: object) -> bool:
-    return isinstance(value, str)
