@@ -19,6 +19,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import zmq
@@ -121,7 +122,15 @@ class EndpointServer:
         context = Context(request_id, time.monotonic() + timeout_s)
         task = asyncio.create_task(self._serve(peer, rid, endpoint, body, context, trace))
         self._tasks[(peer, rid)] = task
+        # `_serve` forgets itself as it ends (before its reply's LOAD count goes out), but
+        # a task cancelled before its first step (a CANCEL in the same message as its
+        # REQUEST) never runs its coroutine, finally included: this forgets that one.
+        task.add_done_callback(partial(self._forget_task, (peer, rid)))
         return True
+
+    def _forget_task(self, key: tuple[bytes, int], task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:  # (a hostile caller may have reused the number)
+            del self._tasks[key]
 
     def _forget_caller(self, peer: bytes) -> None:
         """The caller disconnected: stop computing replies nobody will read."""
@@ -152,7 +161,7 @@ class EndpointServer:
                 log.exception("endpoint %r failed on request %s", endpoint, context.request_id)
             self._outbox.put([Kind.ERROR, rid, ServiceError.wrap(error).to_dict()], peer)
         finally:
-            del self._tasks[(peer, rid)]
+            self._tasks.pop((peer, rid), None)
             self.requests[endpoint] += 1
             self.request_seconds[endpoint] += time.monotonic() - started
 

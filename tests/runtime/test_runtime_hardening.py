@@ -131,6 +131,30 @@ async def test_a_caller_that_never_reads_does_not_hold_up_the_others(echo: Clien
     assert stats["inflight"] == 0
 
 
+async def test_a_request_cancelled_in_its_own_message_is_not_left_in_flight(
+    echo: Client,
+) -> None:
+    """A caller that gives up at once sends CANCEL right behind its REQUEST: the worker may
+    read both before the request's task first runs, and must still forget it."""
+    (instance,) = echo.instances()
+    caller = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+    caller.setsockopt(zmq.LINGER, 0)
+    caller.connect(instance.address)
+    slow = request(1, timeout_s=600.0, body={"count": 3, "delay_s": 5})
+    try:
+        # A quick request after them: its END says the worker has read all three.
+        await caller.send(msgpack.packb([slow, [Kind.CANCEL, 1], request(2)]))
+        ended: list[Any] = []
+        while [Kind.END, 2] not in ended:
+            ended += msgpack.unpackb(await asyncio.wait_for(caller.recv(), ANSWER_WITHIN_S))
+        deadline = time.monotonic() + ANSWER_WITHIN_S
+        while (await echo_stats(echo))["inflight"] != 0:
+            assert time.monotonic() < deadline, "the cancelled request is still counted in flight"
+            await asyncio.sleep(0.05)
+    finally:
+        caller.close()
+
+
 async def test_a_worker_whose_receive_loop_dies_deregisters_at_once(
     etcd: EtcdServer, namespace: str, runtime: DistributedRuntime
 ) -> None:
