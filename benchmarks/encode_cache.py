@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.systems import worker_stats_in
+from benchmarks.systems import component_stat
 from graphs.serve import ROOT, serve_graph
 from media.samples import write_sample_video
 
@@ -38,10 +38,8 @@ STATS = ("media_encoded", "embedding_cache_hits", "media_shared_in_flight")
 
 
 def encode_stats(base_url: str) -> dict[str, float]:
-    found = worker_stats_in(httpx.get(f"{base_url}/metrics", timeout=30).text).items()
-    return {
-        stat: sum(v for (c, _, s), v in found if (c, s) == ("EncodeWorker", stat)) for stat in STATS
-    }
+    metrics = httpx.get(f"{base_url}/metrics", timeout=30).text
+    return {stat: sum(component_stat(metrics, "EncodeWorker", stat).values()) for stat in STATS}
 
 
 async def ask_all(base_url: str, urls: list[str], concurrency: int) -> float:

@@ -31,7 +31,7 @@ import httpx
 
 from benchmarks.provenance import finish, provenance
 from benchmarks.soak import Outcome, chat
-from benchmarks.systems import worker_stats_in
+from benchmarks.systems import component_stat
 from graphs.serve import ROOT, RunningGraph, serve_graph
 from media.samples import write_sample_video
 from runtime.processes import alive
@@ -79,8 +79,8 @@ def decode_workers(base_url: str) -> dict[str, int]:
 
 def migrations(base_url: str) -> float:
     """Streams the Processors have moved to another decode worker, since they started."""
-    stats = worker_stats_in(httpx.get(f"{base_url}/metrics", timeout=10).text)
-    return sum(v for (component, _, stat), v in stats.items() if (component, stat) == MIGRATIONS)
+    metrics = httpx.get(f"{base_url}/metrics", timeout=10).text
+    return sum(component_stat(metrics, *MIGRATIONS).values())
 
 
 async def whole(base_url: str, count: int, timeout_s: float = 300.0) -> float:

@@ -26,6 +26,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,32 @@ async def chat(
         outcome.lost = f"{type(error).__name__}: {error}"
     outcome.latency_s = time.perf_counter() - started
     return outcome
+
+
+def stream_with_fault(
+    base_url: str,
+    body: dict[str, Any],
+    timeout_s: float,
+    fault: Callable[[], None] | None = None,
+    when: Callable[[Outcome], bool] = lambda outcome: True,
+) -> Outcome:
+    """One chat from synchronous code; `fault` runs once `when(outcome)` holds mid-stream.
+
+    The fault runs in a thread (it may block, e.g. to find its victim), so the stream
+    goes on being read meanwhile, as a real client's would.
+    """
+
+    async def run() -> Outcome:
+        outcome = Outcome()
+        async with httpx.AsyncClient(base_url=base_url, timeout=timeout_s) as client:
+            reading = asyncio.create_task(chat(client, body, timeout_s, outcome))
+            if fault is not None:
+                while not reading.done() and not when(outcome):
+                    await asyncio.sleep(0.005)
+                await asyncio.to_thread(fault)
+            return await reading
+
+    return asyncio.run(run())
 
 
 def _read_whole(outcome: Outcome, body: dict[str, Any]) -> None:

@@ -73,6 +73,12 @@ def worker_stats_in(metrics: str) -> dict[tuple[str, str, str], float]:
     return {(c, i, stat): float(v) for c, i, stat, v in WORKER_STAT.findall(metrics)}
 
 
+def component_stat(metrics: str, component: str, stat: str) -> dict[str, float]:
+    """One stat of each of a component's instances in a /metrics body, by instance id."""
+    found = worker_stats_in(metrics).items()
+    return {i: v for (c, i, s), v in found if (c, s) == (component, stat)}
+
+
 def stage_totals(metrics: str) -> dict[str, dict[str, float]]:
     """Calls and seconds of each component endpoint, summed over its instances."""
     totals: dict[str, dict[str, float]] = {}

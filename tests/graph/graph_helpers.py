@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import AutoProcessor, LlavaNextVideoForConditionalGeneration
 
-from benchmarks.systems import worker_stats_in
+from benchmarks.systems import component_stat
 from graphs.serve import ROOT, RunningGraph, serve_graph
 from media import MediaOptions, decode_image_sync, decode_video_sync
 
@@ -160,13 +160,7 @@ def ask(client: openai.OpenAI, messages: list[dict], **kwargs) -> openai.types.c
 
 def worker_stats(graph: RunningGraph, component: str, stat: str) -> dict[str, float]:
     """One worker stat of each of a component's instances, from /metrics."""
-    return stats_in(httpx.get(f"{graph.base_url}/metrics").text, component, stat)
-
-
-def stats_in(metrics: str, component: str, stat: str) -> dict[str, float]:
-    """One worker stat of each of a component's instances in a /metrics body."""
-    found = worker_stats_in(metrics).items()
-    return {i: v for (c, i, s), v in found if (c, s) == (component, stat)}
+    return component_stat(httpx.get(f"{graph.base_url}/metrics").text, component, stat)
 
 
 def worker_stat(graph: RunningGraph, component: str, stat: str) -> float:

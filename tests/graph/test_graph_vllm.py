@@ -9,7 +9,6 @@ vLLM's NixlConnector. Skipped only where the vLLM venv (`make install-vllm`) is 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -27,13 +26,13 @@ from graph_helpers import (
     ask,
     ask_model,
     data_url,
-    stats_in,
     token_ids,
     user_message,
     worker_stat,
 )
 
-from benchmarks.systems import descendants, process_name
+from benchmarks.soak import stream_with_fault
+from benchmarks.systems import component_stat, descendants, process_name
 from components.model_worker import VLLM_PYTHON, VLLM_PYTHON_ENV
 from engine import Engine, SamplingParams
 from graphs.serve import ROOT, RunningGraph, serve_graph
@@ -206,17 +205,15 @@ def test_killing_the_decode_workers_vllm_mid_stream_is_a_clean_error_and_the_gra
         "ignore_eos": True,
         "stream": True,
     }
-    events = []
-    with httpx.stream("POST", f"{graph.base_url}/v1/chat/completions", json=body, timeout=120) as r:
-        assert r.status_code == 200, r.read()
-        for line in r.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            events.append(json.loads(line.removeprefix("data: ")))
-            if len(events) == 3:
-                os.kill(target, signal.SIGKILL)
-    assert "error" in events[-1], events[-1]
-    assert not any("error" in e for e in events[:3])
+    stream = stream_with_fault(
+        graph.base_url,
+        body,
+        120,
+        lambda: os.kill(target, signal.SIGKILL),
+        when=lambda stream: bool(stream.text),
+    )
+    # Tokens came, then the engine died: the stream ends with an error event, not cut off.
+    assert stream.text and stream.kind == "errored", (stream.text, stream.lost)
 
     wait_for("the worker whose vLLM died to exit", lambda: not alive(victim))
     wait_for(
@@ -260,7 +257,7 @@ def decode_stats(graph: RunningGraph, stats: tuple[str, ...]) -> dict[str, float
 
     def read() -> dict[str, float] | None:
         metrics = httpx.get(f"{graph.base_url}/metrics").text
-        found = {stat: stats_in(metrics, "DecodeWorker", stat) for stat in stats}
+        found = {stat: component_stat(metrics, "DecodeWorker", stat) for stat in stats}
         return {k: sum(v.values()) for k, v in found.items()} if all(found.values()) else None
 
     return wait_for("the DecodeWorker's stats in /metrics", read, 30)

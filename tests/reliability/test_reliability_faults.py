@@ -10,13 +10,11 @@ Each test prints one line for the reliability table (run with `-s`).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -38,7 +36,7 @@ from reliability_helpers import (
     worker_stats,
 )
 
-from benchmarks.soak import Outcome
+from benchmarks.soak import Outcome, stream_with_fault
 from graphs.serve import RunningGraph
 from runtime.discovery import LEASE_TTL_S
 
@@ -225,32 +223,6 @@ def test_beyond_max_inflight_is_429_with_retry_after(graph: RunningGraph, media_
     assert_no_leaks(graph)
 
 
-def stream_token_ids(
-    graph: RunningGraph,
-    body: dict[str, Any],
-    after_tokens: int = 0,
-    fault: Callable[[], None] | None = None,
-) -> tuple[list[int], list[dict[str, Any]]]:
-    """A streamed answer's token ids and its events; `fault` runs once `after_tokens` came."""
-    ids: list[int] = []
-    events: list[dict[str, Any]] = []
-    with httpx.stream(
-        "POST", f"{graph.base_url}/v1/chat/completions", json=body, timeout=REQUEST_TIMEOUT_S
-    ) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            events.append(json.loads(line.removeprefix("data: ")))
-            for choice in events[-1].get("choices", []):
-                content = (choice.get("logprobs") or {}).get("content") or []
-                ids += [int(entry["token"].removeprefix("token_id:")) for entry in content]
-            if fault is not None and len(ids) >= after_tokens:
-                fault()
-                fault = None
-    return ids, events
-
-
 def test_a_decode_worker_killed_mid_stream_hands_the_stream_on(
     graph: RunningGraph, media_dir: Path
 ) -> None:
@@ -267,7 +239,7 @@ def test_a_decode_worker_killed_mid_stream_hands_the_stream_on(
         "return_tokens_as_token_ids": True,
         "stream_options": {"include_usage": True},
     }
-    undisturbed, whole = stream_token_ids(graph, body)
+    undisturbed = stream_with_fault(graph.base_url, body, REQUEST_TIMEOUT_S)
     migrations = sum(worker_stats(graph.base_url, "migrations").values())
     killed: list[int] = []
 
@@ -284,13 +256,21 @@ def test_a_decode_worker_killed_mid_stream_hands_the_stream_on(
         os.kill(decoding[0], signal.SIGKILL)
         killed.append(decoding[0])
 
-    migrated, events = stream_token_ids(graph, body, after_tokens=4, fault=kill_its_decode_worker)
+    migrated = stream_with_fault(
+        graph.base_url,
+        body,
+        REQUEST_TIMEOUT_S,
+        kill_its_decode_worker,
+        when=lambda stream: len(stream.token_ids) >= 4,
+    )
 
-    assert not [e for e in events if "error" in e], [e for e in events if "error" in e]
-    assert len(undisturbed) == MIGRATED_TOKENS and migrated == undisturbed
+    assert migrated.kind == "answered", (migrated.error, migrated.lost)
+    assert len(undisturbed.token_ids) == MIGRATED_TOKENS
+    assert migrated.token_ids == undisturbed.token_ids
     # Usage counts the whole answer once, and the prompt once (not with the tokens re-sent).
-    assert events[-1]["usage"] == whole[-1]["usage"]
-    assert whole[-1]["usage"]["completion_tokens"] == MIGRATED_TOKENS
+    assert migrated.usage == undisturbed.usage
+    assert undisturbed.usage is not None
+    assert undisturbed.usage["completion_tokens"] == MIGRATED_TOKENS
     wait_until(
         "the migration counted",
         lambda: sum(worker_stats(graph.base_url, "migrations").values()) == migrations + 1,

@@ -24,7 +24,7 @@ import openai
 import pytest
 import wan_reference
 
-from benchmarks.systems import worker_stats_in
+from benchmarks.systems import component_stat
 from engine import resolve_model
 from graphs.serve import ROOT, RunningGraph, serve_graph
 from videogen import VideoJob, VideoStore
@@ -92,8 +92,8 @@ def wait_for(predicate: Callable[[], object], what: str, timeout_s: float = 120.
 
 def worker_stat(graph: RunningGraph, stat: str) -> float:
     """A VideoGenerationWorker stat summed over its live instances, from /metrics."""
-    found = worker_stats_in(httpx.get(f"{graph.base_url}/metrics").text).items()
-    return sum(v for (c, _, s), v in found if (c, s) == ("VideoGenerationWorker", stat))
+    metrics = httpx.get(f"{graph.base_url}/metrics").text
+    return sum(component_stat(metrics, "VideoGenerationWorker", stat).values())
 
 
 def test_create_and_poll_gives_the_mp4_wan_makes_in_process(client, wan_in_process) -> None:
