@@ -17,6 +17,7 @@ from pathlib import Path
 from runtime.config import ConfigError, load_config, parse_overrides
 from runtime.etcd_server import EtcdServer
 from runtime.graph import GraphError, load_graph
+from runtime.secret import SECRET_FILE_ENV, GraphSecret
 from runtime.supervisor import Supervisor, say
 
 
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("-f", "--config", type=Path, help="YAML config (defaults if omitted)")
     serve.add_argument("--etcd", metavar="HOST:PORT", help="use this etcd instead of starting one")
     serve.add_argument("--namespace", default="default", help="etcd namespace of this graph")
+    serve.add_argument(
+        "--secret-file",
+        type=Path,
+        help=f"the graph's shared secret: only processes given it get in (sets {SECRET_FILE_ENV})",
+    )
     tiny = commands.add_parser("make-tiny-model", help="write the tiny test checkpoint to DIR")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument(
@@ -51,9 +57,15 @@ def serve(args: argparse.Namespace, overrides: list[str]) -> int:
     components = {component.name: component.Config for component in graph.components}
     settings = load_config(args.config, components, parse_overrides(overrides))
     worker_args = [*(["-f", str(args.config)] if args.config else []), *overrides]
+    if args.secret_file is not None:  # the workers inherit it through the environment
+        os.environ[SECRET_FILE_ENV] = str(args.secret_file.resolve())
+    try:
+        secret = GraphSecret.from_env()
+    except ValueError as error:
+        sys.exit(f"vidgraph: {error}")
     etcd = None
     if args.etcd is None:
-        etcd = EtcdServer()
+        etcd = EtcdServer(secret=secret)
         etcd.start()
         say(f"started etcd on {etcd.address}")
     try:

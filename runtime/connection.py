@@ -21,10 +21,18 @@ from zmq.utils.monitor import parse_monitor_message
 
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
 from runtime import tracing
+from runtime.secret import SECRET_FILE_ENV, GraphSecret
 from runtime.wire import Kind, Malformed, Outbox, Rejects, Unsendable, configure, parse, receive
 
 _LINK_UP = zmq.EVENT_HANDSHAKE_SUCCEEDED
 _LINK_DOWN = zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_CLOSED
+# A worker that speaks another security mechanism, or could not read our key (NO_DETAIL:
+# also a link cut mid-handshake, hence a WorkerLost, retried on another instance).
+_REFUSED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 _EXPIRED: list[Any] = [Kind.ERROR]  # put in an inbox, by identity, when its deadline passes
 _FROM_WORKERS = frozenset({Kind.DATA, Kind.END, Kind.ERROR, Kind.LOAD})
 LOAD_REPORT_TTL_S = 2.0
@@ -33,13 +41,17 @@ LOAD_REPORT_TTL_S = 2.0
 class Connection:
     """One DEALER socket to one worker's ROUTER."""
 
-    def __init__(self, context: zmq.asyncio.Context, address: str) -> None:
+    def __init__(
+        self, context: zmq.asyncio.Context, address: str, secret: GraphSecret | None = None
+    ) -> None:
         self.address = address
         self.reachable = True
         self._closed = False
         self._socket = context.socket(zmq.DEALER)
         configure(self._socket)
-        self._monitor = self._socket.get_monitor_socket(_LINK_UP | _LINK_DOWN)
+        if secret is not None:
+            secret.call_on(self._socket)
+        self._monitor = self._socket.get_monitor_socket(_LINK_UP | _LINK_DOWN | _REFUSED)
         self._socket.connect(address)
         self._outbox = Outbox(self._socket)
         self.rejects = Rejects(f"caller of {address}")
@@ -141,6 +153,14 @@ class Connection:
             event = parse_monitor_message(await self._monitor.recv_multipart())["event"]
             if event == _LINK_UP:
                 self.reachable = True
+            elif event & _REFUSED:
+                self.reachable = False
+                self._fail_all(
+                    WorkerLost(
+                        f"the handshake with the worker at {self.address} failed: every "
+                        f"process of a graph needs the same secret ({SECRET_FILE_ENV})"
+                    )
+                )
             else:
                 self.reachable = False
                 self._fail_all(WorkerLost(f"lost the connection to the worker at {self.address}"))
@@ -172,14 +192,15 @@ class Connection:
 class ConnectionPool:
     """This process's connections, one per worker address, opened on first use."""
 
-    def __init__(self, context: zmq.asyncio.Context) -> None:
+    def __init__(self, context: zmq.asyncio.Context, secret: GraphSecret | None = None) -> None:
         self._context = context
+        self._secret = secret
         self._connections: dict[str, Connection] = {}
         self._retiring: dict[Connection, asyncio.Task[None]] = {}
 
     def get(self, address: str) -> Connection:
         if address not in self._connections:
-            self._connections[address] = Connection(self._context, address)
+            self._connections[address] = Connection(self._context, address, self._secret)
         return self._connections[address]
 
     def reachable(self, address: str) -> bool:

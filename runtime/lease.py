@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import aetcd
 
+from runtime.etcd_access import EtcdAccess
+
 log = logging.getLogger(__name__)
 
 
@@ -34,12 +36,11 @@ class LeaseKeeper:
     """
 
     def __init__(
-        self, host: str, port: int, lease_id: int, ttl_s: int, on_expired: Callable[[int], None]
+        self, etcd: EtcdAccess, lease_id: int, ttl_s: int, on_expired: Callable[[int], None]
     ) -> None:
         self.lease_id = lease_id
         self.refreshed = 0  # successful refreshes, for tests and logs
-        self._host = host
-        self._port = port
+        self._etcd = etcd
         self._interval_s = max(ttl_s / 3, 0.2)
         self._on_expired = on_expired
         self._stopping = threading.Event()
@@ -83,7 +84,7 @@ class LeaseKeeper:
             loop.close()
 
     async def _connect(self) -> aetcd.Client:
-        return aetcd.Client(host=self._host, port=self._port, timeout=max(1, int(self._interval_s)))
+        return self._etcd.client(timeout_s=max(1, int(self._interval_s)))
 
     async def _refresh(self, client: aetcd.Client, lease_id: int) -> int:
         reply = await asyncio.wait_for(client.refresh_lease(lease_id), self._interval_s)

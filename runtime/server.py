@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanKind
 
 from protocol.errors import DeadlineExceeded, ServiceError, WorkerLost
 from runtime import tracing
+from runtime.secret import GraphSecret
 from runtime.wire import Kind, Malformed, Outbox, Rejects, configure, parse, receive
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,18 @@ class EndpointServer:
     """Serves a worker's endpoints on a ROUTER bound to a free port of `host`."""
 
     def __init__(
-        self, context: zmq.asyncio.Context, handlers: Mapping[str, Handler], host: str
+        self,
+        context: zmq.asyncio.Context,
+        handlers: Mapping[str, Handler],
+        host: str,
+        secret: GraphSecret | None = None,
     ) -> None:
         self.host = host
         self._handlers = dict(handlers)
         self._socket = context.socket(zmq.ROUTER)
         configure(self._socket)
+        if secret is not None:
+            secret.serve_on(self._socket)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.port = self._socket.bind_to_random_port(f"tcp://{host}")
         self._outbox = Outbox(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -33,7 +34,9 @@ from graph_helpers import (
 from otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
 
 from graphs.serve import ROOT, RunningGraph
+from runtime.discovery import Discovery
 from runtime.processes import alive
+from runtime.secret import SECRET_FILE_ENV
 
 CONFIG = ROOT / "configs" / "disagg.yaml"
 STAGES = ["queued", "fetching", "decoding", "encoding", "generating"]
@@ -49,11 +52,23 @@ def collector() -> Iterator[OtlpReceiver]:
 def graph(
     model_dir: Path, media_dir: Path, tmp_path_factory, collector: OtlpReceiver
 ) -> Iterator[RunningGraph]:
-    """The graph, every process of it exporting its spans to `collector` (OTel's own env)."""
+    """The graph, every process of it exporting its spans to `collector` (OTel's own env),
+    and every link authenticated by a secret (as a Kubernetes Secret would be mounted)."""
+    secret_file = tmp_path_factory.mktemp("secret") / "graph-secret"
+    secret_file.write_text(secrets.token_urlsafe(32))
     with pytest.MonkeyPatch.context() as env:
+        env.setenv(SECRET_FILE_ENV, str(secret_file))
         env.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", collector.endpoint)
         env.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # ms between exports (default 5 s)
         yield from start_graph("disagg", media_dir, tmp_path_factory)
+
+
+def test_the_graph_admits_only_holders_of_its_secret(graph: RunningGraph) -> None:
+    """Every other test here passes through its authenticated links; its etcd refuses the rest."""
+    etcd_address = re.search(r"started etcd on (\S+)", graph.log_path.read_text())
+    assert etcd_address is not None, "the graph did not start its own etcd"
+    with pytest.raises(ConnectionError, match=SECRET_FILE_ENV):
+        asyncio.run(Discovery.connect(etcd_address[1], "default"))  # no secret given
 
 
 def test_one_request_is_one_trace_across_every_process(

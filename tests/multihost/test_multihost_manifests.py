@@ -24,6 +24,7 @@ from routes.app import FAMILIES
 from routes.metrics import FrontendMetrics
 from runtime.config import load_config
 from runtime.graph import load_graph
+from runtime.secret import SECRET_FILE_ENV
 from runtime.worker import DRAIN_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +116,26 @@ def test_workers_read_the_mounted_config_and_find_etcd_through_its_service() -> 
 
         assert option(command, "-f") == f"{mounts[name]}/graph.yaml", component
         assert option(command, "--etcd") == f"etcd:{etcd['spec']['ports'][0]['port']}", component
+
+
+def test_every_process_and_etcd_hold_the_graphs_secret() -> None:
+    """Internal traffic is authenticated: one Secret, mounted where VIDGRAPH_SECRET_FILE points,
+    in every Deployment; etcd is started by vidgraph, which turns its auth on with it."""
+    deployments = of_kind("Deployment")
+    secret_names = set()
+    for name, deployment in deployments.items():
+        env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+        mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+        volumes = deployment["spec"]["template"]["spec"]["volumes"]
+        (volume,) = [v for v in volumes if "secret" in v]
+        secret_names.add(volume["secret"]["secretName"])
+
+        assert Path(env[SECRET_FILE_ENV]).parent == Path(mounts[volume["name"]]), name
+    assert len(secret_names) == 1
+    assert set(deployments) == {d["metadata"]["name"] for d in worker_deployments().values()} | {
+        "etcd"
+    }
+    assert container(deployments["etcd"])["command"][1:3] == ["-m", "runtime.etcd_server"]
 
 
 def test_workers_bind_everywhere_and_advertise_their_pod_ip() -> None:
